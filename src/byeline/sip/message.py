@@ -1,0 +1,508 @@
+"""SIP messages: parse bytes into requests and responses, serialize them back.
+
+The framing and header-field layer is ours (it must handle folding, compact
+forms, Content-Length and stream framing exactly as RFC 3261 §7 and §18.3 say);
+structured header values (URIs, name-addr, Via) are parsed with ``sipmessage``
+on demand.  Header values that we echo into responses (Via, From, To, Call-ID,
+CSeq) are kept as the raw text we received, so a response matches its request
+byte for byte where RFC 3261 §8.2.6.2 asks for it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from sipmessage import URI, Address, Via
+
+from . import grammar
+
+# RFC 3261 §7.3.3 and the IANA registry: compact form -> canonical name.
+COMPACT_FORMS = {
+    "a": "Accept-Contact",
+    "b": "Referred-By",
+    "c": "Content-Type",
+    "d": "Request-Disposition",
+    "e": "Content-Encoding",
+    "f": "From",
+    "i": "Call-ID",
+    "j": "Reject-Contact",
+    "k": "Supported",
+    "l": "Content-Length",
+    "m": "Contact",
+    "o": "Event",
+    "r": "Refer-To",
+    "s": "Subject",
+    "t": "To",
+    "u": "Allow-Events",
+    "v": "Via",
+    "x": "Session-Expires",
+    "y": "Identity",
+}
+
+# Canonical spelling for the headers we read and write most; others keep the
+# spelling they arrived with (X- header names are case-preserved for Five9).
+_CANONICAL = {
+    name.lower(): name
+    for name in (
+        "Via",
+        "From",
+        "To",
+        "Call-ID",
+        "CSeq",
+        "Contact",
+        "Content-Length",
+        "Content-Type",
+        "Max-Forwards",
+        "Route",
+        "Record-Route",
+        "Allow",
+        "Supported",
+        "Require",
+        "Unsupported",
+        "User-Agent",
+        "Server",
+        "WWW-Authenticate",
+        "Authorization",
+        "Proxy-Authenticate",
+        "Proxy-Authorization",
+        "Retry-After",
+        "Session-Expires",
+        "Min-SE",
+        "Event",
+        "Reason",
+        "Accept",
+        "Expires",
+        "Timestamp",
+        "Refer-To",
+        "Subject",
+    )
+}
+
+MAX_MESSAGE_SIZE = 65535
+"""Largest message accepted on any transport (the UDP datagram limit)."""
+
+
+class SipParseError(ValueError):
+    """A message that cannot be parsed.
+
+    ``partial`` holds what could be read of a request (start line and the
+    headers before the fault) so the caller can still answer ``400`` when the
+    headers needed to form a response (Via, From, To, Call-ID, CSeq) are there.
+    ``status`` is the response code that fits (400, or 505 for a bad version).
+    """
+
+    def __init__(self, reason: str, partial: Request | None = None, status: int = 400) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.partial = partial
+        self.status = status
+
+
+def canonical_name(name: str) -> str:
+    """The canonical spelling of a header name, expanding compact forms."""
+    lower = name.lower()
+    if len(lower) == 1 and lower in COMPACT_FORMS:
+        return COMPACT_FORMS[lower]
+    return _CANONICAL.get(lower, name)
+
+
+def split_header_values(value: str) -> list[str]:
+    """Split a comma-separated header value, respecting quotes and ``<...>``."""
+    if "," not in value:
+        return [value.strip()]
+    parts: list[str] = []
+    depth = 0
+    quoted = False
+    escaped = False
+    start = 0
+    for i, ch in enumerate(value):
+        if escaped:
+            escaped = False
+        elif quoted:
+            if ch == "\\":
+                escaped = True
+            elif ch == '"':
+                quoted = False
+        elif ch == '"':
+            quoted = True
+        elif ch == "<":
+            depth += 1
+        elif ch == ">":
+            depth = max(0, depth - 1)
+        elif ch == "," and depth == 0:
+            parts.append(value[start:i].strip())
+            start = i + 1
+    parts.append(value[start:].strip())
+    return [p for p in parts if p]
+
+
+_TAG = re.compile(r";\s*tag\s*=\s*([^;,\s>]+)", re.IGNORECASE)
+_PARAM_BRANCH = re.compile(r";\s*branch\s*=\s*([^;,\s]+)", re.IGNORECASE)
+
+
+class Headers:
+    """An ordered multimap of header fields, matched case-insensitively.
+
+    Each entry is one header line.  Names are stored canonical (compact forms
+    expanded); the order of lines is kept, which RFC 3261 requires for Via and
+    Route and which keeps our output stable.
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+        self._items: list[tuple[str, str]] = [(canonical_name(n), v) for n, v in items]
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """The first value of ``name``, or ``default``."""
+        lname = canonical_name(name).lower()
+        for n, v in self._items:
+            if n.lower() == lname:
+                return v
+        return default
+
+    def getall(self, name: str) -> list[str]:
+        """Every line of ``name``, in order (not split on commas)."""
+        lname = canonical_name(name).lower()
+        return [v for n, v in self._items if n.lower() == lname]
+
+    def values(self, name: str) -> list[str]:
+        """Every value of ``name``, comma-separated lists split."""
+        out: list[str] = []
+        for line in self.getall(name):
+            out.extend(split_header_values(line))
+        return out
+
+    def add(self, name: str, value: str) -> None:
+        """Append a header line."""
+        self._items.append((canonical_name(name), value))
+
+    def set(self, name: str, value: str) -> None:
+        """Replace every line of ``name`` with one line, where the first one stood."""
+        cname = canonical_name(name)
+        lname = cname.lower()
+        for i, (n, _) in enumerate(self._items):
+            if n.lower() == lname:
+                self._items[i] = (cname, value)
+                self._items[i + 1 :] = [x for x in self._items[i + 1 :] if x[0].lower() != lname]
+                return
+        self._items.append((cname, value))
+
+    def remove(self, name: str) -> None:
+        """Remove every line of ``name``."""
+        lname = canonical_name(name).lower()
+        self._items = [x for x in self._items if x[0].lower() != lname]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.get(name) is not None
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def copy(self) -> Headers:
+        """A shallow copy."""
+        h = Headers()
+        h._items = list(self._items)
+        return h
+
+    def __repr__(self) -> str:
+        return f"Headers({self._items!r})"
+
+
+@dataclass(slots=True)
+class Message:
+    """What requests and responses share: headers and body."""
+
+    headers: Headers = field(default_factory=Headers)
+    body: bytes = b""
+
+    # -- accessors for the headers every transaction needs ---------------------------
+
+    @property
+    def call_id(self) -> str:
+        """The Call-ID (raises KeyError when absent)."""
+        value = self.headers.get("Call-ID")
+        if value is None:
+            raise KeyError("Call-ID")
+        return value
+
+    @property
+    def cseq(self) -> tuple[int, str]:
+        """The CSeq as (number, method)."""
+        value = self.headers.get("CSeq")
+        if value is None:
+            raise KeyError("CSeq")
+        return parse_cseq(value)
+
+    @property
+    def from_tag(self) -> str | None:
+        """The tag parameter of From."""
+        return header_tag(self.headers.get("From"))
+
+    @property
+    def to_tag(self) -> str | None:
+        """The tag parameter of To."""
+        return header_tag(self.headers.get("To"))
+
+    @property
+    def top_via(self) -> str:
+        """The raw value of the first Via entry."""
+        for line in self.headers.getall("Via"):
+            vals = split_header_values(line)
+            if vals:
+                return vals[0]
+        raise KeyError("Via")
+
+    def vias(self) -> list[str]:
+        """Every Via entry, raw, in order."""
+        return self.headers.values("Via")
+
+    @property
+    def branch(self) -> str | None:
+        """The branch parameter of the top Via."""
+        m = _PARAM_BRANCH.search(self.top_via)
+        return m.group(1) if m else None
+
+    def serialize(self) -> bytes:
+        """The message as bytes for the wire, Content-Length computed."""
+        raise NotImplementedError
+
+    def _serialize(self, start_line: str) -> bytes:
+        lines = [start_line]
+        for name, value in self.headers:
+            if name == "Content-Length":
+                continue
+            lines.append(f"{name}: {value}")
+        lines.append(f"Content-Length: {len(self.body)}")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode() + self.body
+
+
+@dataclass(slots=True)
+class Request(Message):
+    """A SIP request."""
+
+    method: str = ""
+    uri: str = ""
+    version: str = "SIP/2.0"
+
+    def serialize(self) -> bytes:
+        return self._serialize(f"{self.method} {self.uri} {self.version}")
+
+    @property
+    def first_line(self) -> str:
+        """The request line."""
+        return f"{self.method} {self.uri} {self.version}"
+
+
+@dataclass(slots=True)
+class Response(Message):
+    """A SIP response."""
+
+    status: int = 200
+    reason: str = "OK"
+    version: str = "SIP/2.0"
+
+    def serialize(self) -> bytes:
+        return self._serialize(f"{self.version} {self.status} {self.reason}")
+
+    @property
+    def first_line(self) -> str:
+        """The status line."""
+        return f"{self.version} {self.status} {self.reason}"
+
+
+def parse_cseq(value: str) -> tuple[int, str]:
+    """Parse ``CSeq: 1 INVITE`` into ``(1, "INVITE")``; ValueError when malformed."""
+    parts = value.split()
+    if len(parts) != 2 or not parts[0].isdigit() or not grammar.is_token(parts[1]):
+        raise ValueError(f"malformed CSeq {value!r}")
+    number = int(parts[0])
+    if number >= 2**31:
+        raise ValueError(f"CSeq number out of range in {value!r}")
+    return number, parts[1]
+
+
+def header_tag(value: str | None) -> str | None:
+    """The ``tag`` parameter of a From/To value (outside the angle brackets)."""
+    if value is None:
+        return None
+    gt = value.rfind(">")
+    m = _TAG.search(value, gt + 1 if gt >= 0 else 0)
+    return m.group(1) if m else None
+
+
+def parse_address(value: str) -> Address:
+    """Parse a name-addr or addr-spec (From, To, Contact) with sipmessage."""
+    return Address.parse(value)
+
+
+def parse_uri(value: str) -> URI:
+    """Parse a SIP/SIPS/TEL URI with sipmessage."""
+    return URI.parse(value)
+
+
+def parse_via(value: str) -> Via:
+    """Parse one Via entry with sipmessage."""
+    return Via.parse(value)
+
+
+_REQUIRED = ("Via", "From", "To", "Call-ID", "CSeq")
+
+
+def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
+    """Parse one SIP message.
+
+    Over a datagram the body is what follows the headers, cut to Content-Length
+    (RFC 3261 §18.3: a longer datagram is truncated, a shorter one is an error).
+    Raises :class:`SipParseError` with a precise reason.
+    """
+    if len(data) > MAX_MESSAGE_SIZE:
+        raise SipParseError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE_SIZE}")
+    data = data.lstrip(b"\r\n")
+    end = data.find(b"\r\n\r\n")
+    sep = 4
+    if end < 0:
+        # Tolerate bare-LF messages (RFC 3261 §7.5 asks implementations to).
+        end = data.find(b"\n\n")
+        sep = 2
+        if end < 0:
+            raise SipParseError("no blank line after the headers")
+    try:
+        head = data[:end].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SipParseError(f"header bytes are not UTF-8 at offset {exc.start}") from None
+    body = data[end + sep :]
+
+    raw_lines = head.replace("\r\n", "\n").split("\n")
+    start = raw_lines[0]
+    msg: Request | Response
+    m = grammar.REQUEST_LINE.fullmatch(start)
+    if m:
+        msg = Request(method=m.group(1), uri=m.group(2), version=m.group(3))
+    else:
+        m = grammar.STATUS_LINE.fullmatch(start)
+        if not m:
+            raise SipParseError(f"malformed start line {start[:80]!r}")
+        msg = Response(status=int(m.group(2)), reason=m.group(3), version=m.group(1))
+        if not 100 <= msg.status <= 699:
+            raise SipParseError(f"status code {msg.status} out of range")
+
+    # Unfold continuation lines (§7.3.1) and split name: value.
+    items: list[tuple[str, str]] = []
+    fault: str | None = None
+    for line in raw_lines[1:]:
+        if line[:1] in (" ", "\t"):
+            if not items:
+                fault = "continuation line before any header"
+                break
+            name, value = items[-1]
+            items[-1] = (name, f"{value} {line.strip()}".strip())
+            continue
+        hm = grammar.HEADER_LINE.fullmatch(line)
+        if hm is None:
+            fault = f"malformed header line {line[:60]!r}"
+            break
+        items.append((hm.group(1), hm.group(2).strip()))
+    msg.headers = Headers(items)
+
+    if fault is not None:
+        raise SipParseError(fault, msg if isinstance(msg, Request) else None)
+
+    major_minor = grammar.SIP_VERSION.fullmatch(msg.version)
+    if major_minor is None or (major_minor.group(1), major_minor.group(2)) != ("2", "0"):
+        raise SipParseError(
+            f"unsupported version {msg.version}",
+            msg if isinstance(msg, Request) else None,
+            505,
+        )
+    partial = msg if isinstance(msg, Request) else None
+    for name in _REQUIRED:
+        if msg.headers.get(name) is None:
+            raise SipParseError(f"missing {name} header", partial)
+    try:
+        _number, method = msg.cseq
+    except ValueError as exc:
+        raise SipParseError(str(exc), partial) from None
+    if isinstance(msg, Request) and method != msg.method and msg.method != "ACK":
+        # An ACK for a 2xx carries the INVITE's CSeq number with method ACK; any
+        # request whose CSeq method differs from its own is malformed (RFC 4475 §3.1.2.17).
+        raise SipParseError(f"CSeq method {method} does not match {msg.method}", partial)
+    if isinstance(msg, Request) and msg.method == "ACK" and method != "ACK":
+        raise SipParseError(f"CSeq method {method} does not match ACK", partial)
+
+    lengths = msg.headers.getall("Content-Length")
+    if lengths:
+        if len(set(lengths)) > 1:
+            raise SipParseError("conflicting Content-Length headers", partial)
+        if not lengths[0].isdigit():
+            raise SipParseError(f"malformed Content-Length {lengths[0]!r}", partial)
+        length = int(lengths[0])
+        if length > len(body):
+            raise SipParseError(
+                f"Content-Length {length} exceeds the {len(body)} body bytes", partial
+            )
+        body = body[:length]
+    elif stream:
+        raise SipParseError("Content-Length is required on a stream transport", partial)
+    msg.body = body
+    return msg
+
+
+class StreamFramer:
+    """Frame SIP messages from a byte stream (TCP/TLS) by Content-Length.
+
+    Feed bytes with :meth:`feed`; iterate :meth:`messages` for every complete
+    message (raw bytes).  Leading CRLFs (RFC 5626 keepalives) are skipped.  A
+    framing fault raises :class:`SipParseError`; the connection should then be
+    closed, since the stream cannot be resynchronised.
+    """
+
+    __slots__ = ("_buf", "max_size")
+
+    def __init__(self, max_size: int = MAX_MESSAGE_SIZE) -> None:
+        self._buf = bytearray()
+        self.max_size = max_size
+
+    def feed(self, data: bytes) -> None:
+        """Append received bytes."""
+        self._buf += data
+
+    def messages(self) -> Iterator[bytes]:
+        """Yield every complete message buffered so far."""
+        buf = self._buf
+        while True:
+            # Skip keepalive CRLFs between messages.
+            i = 0
+            while i < len(buf) and buf[i] in (0x0D, 0x0A):
+                i += 1
+            if i:
+                del buf[:i]
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buf) > self.max_size:
+                    raise SipParseError("headers exceed the maximum message size")
+                return
+            head = bytes(buf[:end])
+            length = _content_length(head)
+            if length is None:
+                raise SipParseError("Content-Length is required on a stream transport")
+            total = end + 4 + length
+            if total > self.max_size:
+                raise SipParseError(f"message of {total} bytes exceeds {self.max_size}")
+            if len(buf) < total:
+                return
+            yield bytes(buf[:total])
+            del buf[:total]
+
+
+_CL_LINE = re.compile(rb"\r\n(?:content-length|l)[ \t]*:[ \t]*(\d+)[ \t]*(?=\r\n|$)", re.IGNORECASE)
+
+
+def _content_length(head: bytes) -> int | None:
+    m = _CL_LINE.search(head)
+    return int(m.group(1)) if m else None
