@@ -1,0 +1,96 @@
+"""Put the layers together for ``byeline serve`` and ``byeline demo``.
+
+Everything a configuration names is loaded and checked before any socket is
+opened: a wrong trunk file, routes file or listen address stops start-up with
+a one-line reason, not the first call.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .agent.menu import DtmfMenuAgent, shutdown_handback
+from .agent.routes import Routes, check_routes_against_trunk, load_routes
+from .config import ConfigError, ServeConfig
+from .edge.call import Call
+from .edge.server import EdgeConfig, SipEdge
+from .edge.trunk import DispatchRuleSet, TrunkSet, load_dispatch_rule, load_trunk
+from .net.sip_transport import ListenSpec
+
+log = logging.getLogger("byeline")
+
+
+@dataclass
+class App:
+    """A running byeline: the edge, its store and what it serves."""
+
+    edge: SipEdge
+    store: Any
+    routes: Routes | None
+    bound: list[ListenSpec] = field(default_factory=list)
+
+    async def start(self) -> None:
+        """Open the listeners."""
+        self.bound = await self.edge.start()
+
+    async def stop(self) -> None:
+        """Hand back every call with the on_shutdown route, flush records, close."""
+        await self.edge.shutdown()
+        if self.store is not None:
+            await self.store.aflush()
+            self.store.close()
+
+
+def build_app(cfg: ServeConfig, *, store: Any = None) -> App:
+    """Load and check every file the configuration names; build the edge."""
+    from .cli import tls_context
+
+    if not cfg.trunk:
+        raise ConfigError("no trunk file: give --trunk FILE (a LiveKit inbound trunk JSON)")
+    trunks = TrunkSet(load_trunk(path) for path in cfg.trunk)
+    dispatch = (
+        DispatchRuleSet(load_dispatch_rule(p) for p in cfg.dispatch) if cfg.dispatch else None
+    )
+    routes = load_routes(cfg.routes) if cfg.routes else None
+    if routes is not None:
+        problems = [p for t in trunks for p in check_routes_against_trunk(routes, t)]
+        if problems:
+            raise ConfigError(
+                problems[0] + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else "")
+            )
+    listen = [ListenSpec.parse(s) for s in cfg.sip] or [ListenSpec("UDP", "127.0.0.1", 5060)]
+    edge_cfg = EdgeConfig(
+        listen=listen,
+        media_ip=cfg.media_ip,
+        rtp_ports=cfg.rtp_range,
+        max_calls=cfg.max_calls,
+        media_timeout=cfg.media_timeout,
+        shutdown_grace=cfg.shutdown_grace,
+    )
+    if store is None and cfg.db:
+        from .store import CallStore
+
+        store = CallStore.open(cfg.db)
+        interrupted = store.mark_interrupted(time.time())
+        if interrupted:
+            log.warning("%d calls were interrupted by the last stop; marked as such", interrupted)
+    agent = DtmfMenuAgent(routes, no_input_timeout=cfg.no_input_timeout) if routes else None
+
+    async def on_shutdown(call: Call) -> None:
+        if routes is not None:
+            await shutdown_handback(call, routes)
+
+    edge = SipEdge(
+        edge_cfg,
+        trunks,
+        dispatch,
+        store=store,
+        agent=agent,
+        on_shutdown_route=on_shutdown,
+        result_attributes=routes.result_attributes.names() if routes else (),
+    )
+    edge.transports.tls_context = tls_context(cfg.tls_cert, cfg.tls_key)
+    return App(edge=edge, store=store, routes=routes)

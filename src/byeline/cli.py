@@ -1,0 +1,264 @@
+"""The ``byeline`` command.
+
+Sub-commands: ``serve``, ``demo``, ``trunk validate``, ``calls list|show``.
+Exit status 0 on success; otherwise non-zero with a one-line reason on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import ssl
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from . import __version__
+from .config import ConfigError, ServeConfig, load_config
+
+
+class CommandError(Exception):
+    """A failure to report in one line, with an exit status."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="byeline", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"byeline {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the SIP edge and the agent")
+    serve.add_argument("--config", help="TOML configuration file")
+    serve.add_argument("--trunk", action="append", default=[], help="LiveKit inbound trunk JSON")
+    serve.add_argument("--dispatch", action="append", default=[], help="LiveKit dispatch rule JSON")
+    serve.add_argument("--routes", help="routes YAML file")
+    serve.add_argument(
+        "--sip",
+        action="append",
+        default=[],
+        help="listen address, e.g. udp:127.0.0.1:5060 (repeatable)",
+    )
+    serve.add_argument("--media-ip", help="IP for RTP and the SDP c= line")
+    serve.add_argument("--rtp-ports", help="RTP port range LOW-HIGH")
+    serve.add_argument("--db", help="call records database (path or SQLAlchemy URL)")
+    serve.add_argument("--http", help="HTTP API address HOST:PORT")
+    serve.add_argument("--max-calls", type=int, help="concurrent calls; beyond: 486")
+    serve.add_argument("--media-timeout", type=float, help="seconds without RTP before fallback")
+    serve.add_argument(
+        "--no-input-timeout", type=float, help="override the routes file's no_input_timeout"
+    )
+    serve.add_argument("--tls-cert", help="certificate (PEM) for tls: listeners")
+    serve.add_argument("--tls-key", help="private key (PEM) for tls: listeners")
+    serve.add_argument("--log-level", help="debug, info, warning, error")
+
+    demo = sub.add_parser("demo", help="the whole loop on loopback with the bundled examples")
+    demo.add_argument("--keep-db", help="write call records to this database instead of a temp one")
+
+    trunk = sub.add_parser("trunk", help="trunk and dispatch-rule files")
+    tsub = trunk.add_subparsers(dest="trunk_command", required=True)
+    validate = tsub.add_parser("validate", help="validate a file as LiveKit would")
+    validate.add_argument("file", nargs="+")
+    validate.add_argument("--routes", help="also check that every result attribute is mapped")
+
+    calls = sub.add_parser("calls", help="call records")
+    calls.add_argument("--db", default="./byeline.db")
+    csub = calls.add_subparsers(dest="calls_command")
+    clist = csub.add_parser("list", help="recent calls")
+    clist.add_argument("--limit", type=int, default=20)
+    clist.add_argument("--json", action="store_true")
+    cshow = csub.add_parser("show", help="one call with its SIP trace")
+    cshow.add_argument("call_id")
+    cshow.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``byeline`` console script."""
+    args = _build_parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "demo":
+            from .demo import run_demo
+
+            return run_demo(keep_db=args.keep_db)
+        if args.command == "trunk":
+            return _trunk_validate(args.file, args.routes)
+        if args.command == "calls":
+            return _calls(args)
+    except CommandError as exc:
+        print(f"byeline: {exc}", file=sys.stderr)
+        return exc.status
+    except (ConfigError, ValueError, OSError) as exc:
+        print(f"byeline: {_one_line(str(exc))}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 2
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+# -- trunk validate ----------------------------------------------------------------------
+
+
+def _trunk_validate(files: list[str], routes: str | None) -> int:
+    from .edge.trunk import validate_file
+
+    status = 0
+    for path in files:
+        problems = validate_file(path, routes_path=routes)
+        if problems:
+            status = 1
+            for p in problems:
+                print(p, file=sys.stderr)
+        else:
+            print(f"{path}: valid")
+    return status
+
+
+# -- calls -------------------------------------------------------------------------------
+
+
+def _calls(args: argparse.Namespace) -> int:
+    from .store import CallStore
+
+    store = CallStore.open(args.db)
+    try:
+        if args.calls_command == "show":
+            record = store.get_call(args.call_id)
+            if record is None:
+                raise CommandError(f"no call {args.call_id!r} in {args.db}")
+            if args.json:
+                print(json.dumps(record.to_json(), indent=2))
+            else:
+                print(_format_call(record))
+            return 0
+        records = store.list_calls(limit=getattr(args, "limit", 20))
+        if getattr(args, "json", False):
+            print(json.dumps([r.to_json() for r in records], indent=2))
+            return 0
+        print(f"{'call':<18} {'started':<19} {'caller':<14} {'ended by':<9} {'delivery':<10} route")
+        for r in records:
+            started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.started_at or 0))
+            route = " ".join(f"{v}" for v in (r.route or {}).values() if not v.startswith("{"))
+            print(
+                f"{r.call_id:<18} {started:<19} {(r.caller or '')[:14]:<14} "
+                f"{r.ended_by or '-':<9} {r.delivery or '-':<10} {route}"
+            )
+        return 0
+    finally:
+        store.close()
+
+
+def _format_call(record: Any) -> str:
+    lines = [f"call {record.call_id}  (SIP Call-ID {record.sip_call_id})"]
+    for name in (
+        "trunk_id",
+        "caller",
+        "callee",
+        "five9_call_id",
+        "ended_by",
+        "delivery",
+        "delivery_code",
+    ):
+        lines.append(f"  {name:<14} {getattr(record, name)}")
+    lines.append("  BYE headers:")
+    for name, value in record.bye_headers or []:
+        lines.append(f"    {name}: {value}")
+    for refusal in record.header_refusals or []:
+        lines.append(f"    refused {refusal['name']}: {refusal['reason']}")
+    lines.append("  SIP trace:")
+    t0 = record.trace[0].at if record.trace else 0.0
+    for m in record.trace:
+        arrow = "<-" if m.direction == "in" else "->"
+        lines.append(f"    {m.at - t0:8.3f} {arrow} {m.peer:<22} {m.first_line}")
+    return "\n".join(lines)
+
+
+# -- serve -------------------------------------------------------------------------------
+
+
+def _serve(args: argparse.Namespace) -> int:
+    flags = {
+        "trunk": args.trunk,
+        "dispatch": args.dispatch,
+        "routes": args.routes,
+        "sip": args.sip,
+        "media_ip": args.media_ip,
+        "rtp_ports": args.rtp_ports,
+        "db": args.db,
+        "http": args.http,
+        "max_calls": args.max_calls,
+        "media_timeout": args.media_timeout,
+        "no_input_timeout": args.no_input_timeout,
+        "tls_cert": args.tls_cert,
+        "tls_key": args.tls_key,
+        "log_level": args.log_level,
+    }
+    cfg = load_config(args.config, flags)
+    logging.basicConfig(
+        level=getattr(logging, cfg.log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    _use_uvloop()
+    return asyncio.run(serve(cfg))
+
+
+def _use_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+async def serve(
+    cfg: ServeConfig, *, ready: asyncio.Event | None = None, stop: asyncio.Event | None = None
+) -> int:
+    """Run the edge until SIGTERM/SIGINT (or ``stop``); then hand every call back."""
+    from .app import build_app
+
+    app = build_app(cfg)
+    await app.start()
+    loop = asyncio.get_running_loop()
+    stop = stop or asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    if ready is not None:
+        ready.set()
+    print("byeline: ready on " + " ".join(str(b) for b in app.bound), file=sys.stderr, flush=True)
+    await stop.wait()
+    await app.stop()
+    return 0
+
+
+def tls_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
+    """A server TLS context from PEM files, or None."""
+    if not cert and not key:
+        return None
+    if not cert or not key:
+        raise ConfigError("TLS needs both tls_cert and tls_key")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        ctx.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"tls_cert/tls_key: {exc}") from None
+    return ctx
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,113 @@
+"""Configuration of ``byeline serve``: TOML file, ``BYELINE_*`` variables, flags.
+
+Precedence: command-line flags win over environment variables, which win over
+the TOML file, which wins over the defaults below.  Every key has one name in
+all three places: ``rtp_ports`` in TOML, ``BYELINE_RTP_PORTS`` in the
+environment, ``--rtp-ports`` on the command line.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used; the message names it."""
+
+
+LIST_KEYS = {"trunk", "dispatch", "sip"}
+
+
+@dataclass
+class ServeConfig:
+    """Everything ``byeline serve`` needs."""
+
+    trunk: list[str] = field(default_factory=list)
+    dispatch: list[str] = field(default_factory=list)
+    routes: str | None = None
+    sip: list[str] = field(default_factory=list)
+    media_ip: str = "127.0.0.1"
+    rtp_ports: str = "10000-20000"
+    db: str = "./byeline.db"
+    http: str | None = None
+    max_calls: int = 200
+    media_timeout: float = 30.0
+    no_input_timeout: float | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    shutdown_grace: float = 10.0
+    log_level: str = "info"
+
+    @property
+    def rtp_range(self) -> tuple[int, int]:
+        """``rtp_ports`` as (low, high), checked."""
+        low_s, sep, high_s = self.rtp_ports.partition("-")
+        if not sep or not low_s.isdigit() or not high_s.isdigit():
+            raise ConfigError(f"rtp_ports {self.rtp_ports!r}: expected LOW-HIGH, e.g. 10000-20000")
+        low, high = int(low_s), int(high_s)
+        if not 1024 <= low < high <= 65535:
+            raise ConfigError(f"rtp_ports {self.rtp_ports!r}: need 1024 <= LOW < HIGH <= 65535")
+        return low, high
+
+
+def _coerce(name: str, value: Any, kind: Any) -> Any:
+    text_kind = str(kind)
+    try:
+        if name in LIST_KEYS:
+            if isinstance(value, str):
+                return [v for v in value.split(",") if v]
+            if isinstance(value, list) and all(isinstance(v, str) for v in value):
+                return value
+            raise ConfigError(f"{name}: expected a list of strings")
+        if text_kind.startswith("int"):
+            return int(value)
+        if text_kind.startswith("float"):
+            return float(value)
+        if value is None:
+            return None
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"{name}: {value!r} is not a valid {text_kind.split(' ')[0]}") from None
+
+
+def load_config(
+    path: str | None,
+    flags: Mapping[str, Any],
+    environ: Mapping[str, str] = os.environ,
+) -> ServeConfig:
+    """Merge the TOML file, the environment and the flags into a ServeConfig."""
+    cfg = ServeConfig()
+    known = {f.name: f.type for f in fields(cfg)}
+    layers: list[tuple[str, Mapping[str, Any]]] = []
+    if path:
+        try:
+            with Path(path).open("rb") as fh:
+                data = tomllib.load(fh)
+        except OSError as exc:
+            raise ConfigError(f"{path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+        section = data.get("serve", data)
+        unknown = sorted(set(section) - set(known))
+        if unknown:
+            raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}")
+        layers.append((path, section))
+    env = {
+        key[len("BYELINE_") :].lower(): value
+        for key, value in environ.items()
+        if key.startswith("BYELINE_") and key[len("BYELINE_") :].lower() in known
+    }
+    layers.append(("environment", env))
+    layers.append(("flags", {k: v for k, v in flags.items() if v is not None and v != []}))
+    for _, layer in layers:
+        for key, value in layer.items():
+            setattr(cfg, key, _coerce(key, value, known[key]))
+    cfg.rtp_range  # noqa: B018 - validate early, with the key named
+    return cfg

@@ -1,0 +1,1210 @@
+"""The SIP edge: where a Five9 INVITE enters and where the handback BYE leaves.
+
+``SipEdge.receive`` takes every message from every transport.  It drives the
+sans-I/O transactions and dialogs of :mod:`byeline.sip`, admits calls (trunk
+match, digest auth, limits, SDP), creates the :class:`~byeline.edge.call.Call`
+the agent sees, and ends calls with a BYE whose headers come from the call's
+current attributes.  Timers are the cores' deadlines scheduled on the loop.
+
+Refusals are logged one line each; no input can raise out of ``receive``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..net.ports import PortRangeExhausted, RtpPortAllocator
+from ..net.rtp import RtpEndpoint
+from ..net.sip_transport import Address, Flow, ListenSpec, SipTransports, format_address
+from ..rtp.dtmf import parse_dtmf_relay
+from ..rtp.stream import MediaStream
+from ..sip import sdp
+from ..sip.dialog import (
+    AckTimedOut,
+    AnswerRetransmitter,
+    Dialog,
+    make_response,
+    new_branch,
+    new_tag,
+)
+from ..sip.digest import DigestChallenger, DigestCredentials, Verdict
+from ..sip.message import (
+    Request,
+    Response,
+    SipParseError,
+    parse_address,
+    parse_message,
+    parse_uri,
+)
+from ..sip.transaction import (
+    ClientTransaction,
+    Deliver,
+    Output,
+    ServerInviteTransaction,
+    ServerTransaction,
+    Terminated,
+    TimedOut,
+    TimerConfig,
+    Transmit,
+)
+from . import attributes as attrs
+from .call import Call, CallResult, CallState, Delivery, EndedBy, HeaderRefusal, new_call_id
+from .trunk import DispatchRule, DispatchRuleSet, Trunk, TrunkMatchResult, TrunkSet
+
+log = logging.getLogger("byeline.edge")
+
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
+# Methods we know but do not take: 405 with Allow.  Anything else: 501.
+KNOWN_METHODS = {"REGISTER", "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "PRACK", "PUBLISH"}
+
+AgentFactory = Callable[[Call], Awaitable[None]]
+
+
+@dataclass
+class EdgeConfig:
+    """What ``byeline serve`` configures on the edge."""
+
+    listen: list[ListenSpec] = field(default_factory=lambda: [ListenSpec("UDP", "127.0.0.1", 5060)])
+    media_ip: str = "127.0.0.1"
+    rtp_ports: tuple[int, int] = (10000, 20000)
+    max_calls: int = 200
+    user_agent: str = "byeline/0.1"
+    timers: TimerConfig = field(default_factory=TimerConfig)
+    media_timeout: float = 30.0
+    shutdown_grace: float = 10.0
+    ringing: bool = True
+    hostname: str = ""
+
+
+@dataclass(eq=False)
+class CallLeg:
+    """The SIP side of one call: the INVITE, its transaction, dialog and media."""
+
+    call: Call
+    invite: Request
+    flow: Flow
+    txn: ServerInviteTransaction
+    trunk: Trunk
+    rule: DispatchRule | None
+    local_tag: str
+    started_at: float
+    dialog: Dialog | None = None
+    retransmitter: AnswerRetransmitter | None = None
+    media_session: sdp.MediaSession | None = None
+    negotiated: sdp.Negotiated | None = None
+    late_offer: bool = False
+    rtp_port: int | None = None
+    media_starting: bool = False
+    agent_task: asyncio.Task[None] | None = None
+    bye_txn: ClientTransaction | None = None
+    bye_future: asyncio.Future[Response | None] | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.invite.call_id, self.local_tag)
+
+
+class SipEdge:
+    """The SIP edge server (the ``MessageSink`` of the transports)."""
+
+    def __init__(
+        self,
+        config: EdgeConfig,
+        trunks: TrunkSet,
+        dispatch: DispatchRuleSet | None = None,
+        *,
+        store: Any = None,
+        agent: AgentFactory | None = None,
+        on_shutdown_route: Callable[[Call], Awaitable[None]] | None = None,
+        result_attributes: tuple[str, ...] = (),
+    ) -> None:
+        self.config = config
+        self.trunks = trunks
+        self.dispatch = dispatch
+        self.store = store
+        self.agent = agent
+        self.on_shutdown_route = on_shutdown_route
+        self.result_attributes = result_attributes
+        self.transports = SipTransports(self)
+        self.ports = RtpPortAllocator(*config.rtp_ports, host=config.media_ip)
+        self._server_txns: dict[tuple[str, str, str], tuple[Any, Flow]] = {}
+        self._client_txns: dict[str, tuple[ClientTransaction, Flow, CallLeg]] = {}
+        self._legs: dict[tuple[str, str], CallLeg] = {}
+        self._invite_legs: dict[tuple[str, str, str], CallLeg] = {}
+        self._handles: dict[int, asyncio.TimerHandle] = {}
+        self._challengers: dict[str, DigestChallenger] = {}
+        self._secret = os.urandom(32)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.shutting_down = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.stats: dict[str, int] = {"invites": 0, "answered": 0, "rejected": 0, "bad": 0}
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> list[ListenSpec]:
+        """Open the listeners; returns them with their real ports."""
+        self._loop = asyncio.get_running_loop()
+        bound = []
+        for spec in self.config.listen:
+            bound.append(await self.transports.listen(spec))
+        for b in bound:
+            log.info("listening on %s", b)
+        return bound
+
+    @property
+    def calls(self) -> list[Call]:
+        """The calls in progress."""
+        return [leg.call for leg in self._legs.values() if not leg.call.ended]
+
+    async def shutdown(self) -> None:
+        """Refuse new calls, hand back every active call, wait (bounded) for the BYEs."""
+        self.shutting_down = True
+        legs = [leg for leg in self._legs.values() if not leg.call.ended]
+        if legs:
+            log.info("shutting down: handing back %d active calls", len(legs))
+
+        async def end(leg: CallLeg) -> None:
+            if leg.call.state is CallState.RINGING:
+                self._reject_leg(leg, 503, [("Retry-After", "30")], EndedBy.SHUTDOWN)
+                return
+            if self.on_shutdown_route is not None:
+                with contextlib.suppress(Exception):
+                    await self.on_shutdown_route(leg.call)
+            await leg.call.hangup(ended_by=EndedBy.SHUTDOWN)
+
+        if legs:
+            await asyncio.wait(
+                [self._spawn(end(leg)) for leg in legs],
+                timeout=self.config.shutdown_grace,
+            )
+        for leg in list(self._legs.values()):
+            if leg.agent_task is not None and not leg.agent_task.done():
+                leg.agent_task.cancel()
+        await self.transports.close()
+        for handle in self._handles.values():
+            handle.cancel()
+        self._handles.clear()
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run ``coro`` as a task the edge keeps a reference to until it ends."""
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # -- timers ------------------------------------------------------------------------
+
+    def _now(self) -> float:
+        return self._loop.time() if self._loop is not None else time.monotonic()
+
+    def _schedule(self, owner: Any, deadline: float | None, fire: Callable[[], None]) -> None:
+        handle = self._handles.pop(id(owner), None)
+        if handle is not None:
+            handle.cancel()
+        if deadline is not None and self._loop is not None:
+            self._handles[id(owner)] = self._loop.call_at(deadline, self._guard, fire, owner)
+
+    def _guard(self, fire: Callable[[], None], owner: Any) -> None:
+        self._handles.pop(id(owner), None)
+        try:
+            fire()
+        except Exception:
+            log.exception("internal error in a timer")
+
+    # -- transmit and trace ------------------------------------------------------------
+
+    def _send(
+        self, flow: Flow, data: bytes, call_id: str | None, to: Address | None = None
+    ) -> None:
+        flow.send(data, to)
+        if self.store is not None and call_id is not None:
+            self.store.trace(
+                call_id,
+                at=time.time(),
+                direction="out",
+                transport=flow.transport,
+                peer=format_address(to or flow.remote),
+                data=data,
+            )
+
+    def _trace_in(self, call_id: str | None, flow: Flow, data: bytes) -> None:
+        if self.store is not None and call_id is not None:
+            self.store.trace(
+                call_id,
+                at=time.time(),
+                direction="in",
+                transport=flow.transport,
+                peer=flow.peer,
+                data=data,
+            )
+
+    def _response_target(self, request: Request, flow: Flow) -> Address | None:
+        """Where a response goes over UDP (RFC 3261 §18.2.2 with RFC 3581 rport)."""
+        if flow.reliable:
+            return None
+        return flow.remote if "rport=" in request.top_via else _via_target(request, flow)
+
+    def _run_server(
+        self, txn: Any, flow: Flow, outputs: list[Output], call_id: str | None, to: Address | None
+    ) -> None:
+        for out in outputs:
+            if isinstance(out, Transmit):
+                self._send(flow, out.data, call_id, to)
+            elif isinstance(out, Terminated):
+                self._server_txns.pop(_txn_key(txn.request), None)
+        if not txn.terminated:
+            self._schedule(txn, txn.deadline, lambda: self._server_timer(txn, flow, call_id, to))
+        else:
+            self._schedule(txn, None, lambda: None)
+
+    def _server_timer(self, txn: Any, flow: Flow, call_id: str | None, to: Address | None) -> None:
+        outputs = txn.on_timer(self._now())
+        for out in outputs:
+            if isinstance(out, TimedOut) and isinstance(txn, ServerInviteTransaction):
+                log.info("no ACK for the final response to %s", txn.request.call_id)
+        self._run_server(txn, flow, outputs, call_id, to)
+
+    def respond(
+        self,
+        request: Request,
+        flow: Flow,
+        status: int,
+        reason: str | None = None,
+        *,
+        headers: list[tuple[str, str]] | None = None,
+        body: bytes = b"",
+        to_tag: str | None = None,
+        call_id: str | None = None,
+    ) -> Response:
+        """Answer ``request`` through its server transaction (created if needed)."""
+        h = [("Server", self.config.user_agent), *(headers or [])]
+        if body:
+            h.append(("Content-Type", "application/sdp"))
+        response = make_response(
+            request, status, reason, to_tag=to_tag or new_tag(), headers=h, body=body
+        )
+        key = _txn_key(request)
+        entry = self._server_txns.get(key)
+        txn: Any
+        if entry is None:
+            txn = ServerTransaction(request, reliable=flow.reliable, config=self.config.timers)
+            self._server_txns[key] = (txn, flow)
+        else:
+            txn = entry[0]
+        to = self._response_target(request, flow)
+        try:
+            outputs = txn.respond(response, self._now())
+        except RuntimeError:
+            return response  # already answered: a late duplicate answer is dropped
+        self._run_server(txn, flow, outputs, call_id, to)
+        return response
+
+    # -- receive -----------------------------------------------------------------------
+
+    def receive(self, data: bytes, flow: Flow) -> None:
+        """One message from a transport."""
+        if not data.strip(b"\r\n"):
+            if data == b"\r\n\r\n" and flow.reliable:
+                flow.send(b"\r\n")  # RFC 5626 keepalive pong
+            return
+        try:
+            message = parse_message(data, stream=flow.reliable)
+        except SipParseError as exc:
+            self.stats["bad"] += 1
+            self._refuse_malformed(exc, flow)
+            return
+        if isinstance(message, Response):
+            self._receive_response(message, flow, data)
+        else:
+            self._receive_request(message, flow, data)
+
+    def _refuse_malformed(self, exc: SipParseError, flow: Flow) -> None:
+        partial = exc.partial
+        if (
+            partial is None
+            or partial.method == "ACK"
+            or any(partial.headers.get(h) is None for h in ("Via", "From", "To", "Call-ID", "CSeq"))
+        ):
+            log.warning("dropped malformed message from %s: %s", flow.peer, exc.reason)
+            return
+        log.warning("400 to %s: %s", flow.peer, exc.reason)
+        try:
+            response = make_response(partial, exc.status, _reason_for(exc), to_tag=new_tag())
+            self._add_received(partial, flow)
+            flow.send(response.serialize(), self._response_target(partial, flow))
+        except Exception as inner:  # a header too broken to echo: drop
+            log.warning("dropped malformed message from %s: %s (%s)", flow.peer, exc.reason, inner)
+
+    def _add_received(self, request: Request, flow: Flow) -> None:
+        """RFC 3261 §18.2.1 ``received`` and RFC 3581 ``rport`` on the top Via."""
+        vias = request.headers.getall("Via")
+        if not vias:
+            return
+        first_line = vias[0]
+        top = request.top_via
+        new_top = top
+        host = _via_host(top)
+        if host != flow.remote[0]:
+            new_top += f";received={flow.remote[0]}"
+        if ";rport" in new_top.lower():
+            new_top = _fill_rport(new_top, flow.remote)
+        if new_top == top:
+            return
+        rebuilt = first_line.replace(top, new_top, 1)
+        request.headers.remove("Via")
+        request.headers.add("Via", rebuilt)
+        for v in vias[1:]:
+            request.headers.add("Via", v)
+
+    def _receive_request(self, request: Request, flow: Flow, data: bytes) -> None:
+        try:
+            self._add_received(request, flow)
+        except Exception:
+            log.warning("dropped request with unusable Via from %s", flow.peer)
+            return
+        key = _txn_key(request)
+        method = request.method
+        if method == "ACK":
+            self._receive_ack(request, flow, data)
+            return
+        entry = self._server_txns.get(key)
+        if entry is not None:
+            txn = entry[0]
+            leg = self._invite_legs.get(key)
+            call_id = leg.call.call_id if leg else None
+            self._trace_in(call_id, flow, data)
+            self._run_server(
+                txn,
+                flow,
+                txn.receive_request(request, self._now()),
+                call_id,
+                self._response_target(request, flow),
+            )
+            if leg is not None and leg.retransmitter is not None:
+                # §13.3.1.4: a retransmitted INVITE after our 2xx gets the 2xx again.
+                out = leg.retransmitter.retransmit()
+                if out is not None:
+                    self._send(flow, out.data, call_id, self._response_target(request, flow))
+            return
+
+        mf = request.headers.get("Max-Forwards")
+        if mf is not None and (not mf.strip().isdigit() or int(mf) > 255):
+            self.respond(request, flow, 400, "Bad Max-Forwards")
+            return
+        if (
+            mf is not None
+            and int(mf) == 0
+            and method not in ("OPTIONS", "CANCEL", "BYE")
+            and request.to_tag is None
+        ):
+            self.respond(request, flow, 483)
+            return
+        # We implement no extension that a peer may require (RFC 3261 §8.2.2.3).
+        if request.headers.get("Require") and method != "CANCEL":
+            unsupported = request.headers.get("Require") or ""
+            self.respond(request, flow, 420, headers=[("Unsupported", unsupported)])
+            return
+
+        if method == "CANCEL":
+            self._receive_cancel(request, flow, data)
+        elif request.to_tag is not None:
+            self._receive_in_dialog(request, flow, data)
+        elif method == "INVITE":
+            self._receive_invite(request, flow, data)
+        elif method == "OPTIONS":
+            self.respond(
+                request,
+                flow,
+                200,
+                headers=[("Allow", ALLOW), ("Accept", "application/sdp"), ("Supported", "")],
+            )
+        elif method == "BYE":
+            self.respond(request, flow, 481)
+        elif method in KNOWN_METHODS or method in ("INFO", "UPDATE"):
+            status = 481 if method in ("INFO", "UPDATE", "PRACK") else 405
+            self.respond(request, flow, status, headers=[("Allow", ALLOW)])
+        else:
+            self.respond(request, flow, 501, headers=[("Allow", ALLOW)])
+
+    # -- INVITE --------------------------------------------------------------------------
+
+    def _receive_invite(self, invite: Request, flow: Flow, data: bytes) -> None:
+        self.stats["invites"] += 1
+        key = _txn_key(invite)
+        txn = ServerInviteTransaction(invite, reliable=flow.reliable, config=self.config.timers)
+        self._server_txns[key] = (txn, flow)
+        to = self._response_target(invite, flow)
+        trying = make_response(invite, 100, headers=[("Server", self.config.user_agent)])
+        self._run_server(txn, flow, txn.respond(trying, self._now()), None, to)
+
+        def refuse(status: int, why: str, headers: list[tuple[str, str]] | None = None) -> None:
+            self.stats["rejected"] += 1
+            log.info("%d to INVITE %s from %s: %s", status, invite.call_id, flow.peer, why)
+            response = make_response(
+                invite,
+                status,
+                to_tag=new_tag(),
+                headers=[("Server", self.config.user_agent), *(headers or [])],
+            )
+            self._run_server(txn, flow, txn.respond(response, self._now()), None, to)
+
+        if self.shutting_down:
+            refuse(503, "shutting down", [("Retry-After", "30")])
+            return
+        if len(self.calls) >= self.config.max_calls:
+            refuse(486, f"at --max-calls {self.config.max_calls}")
+            return
+        try:
+            ruri = parse_uri(invite.uri)
+        except ValueError:
+            refuse(
+                416
+                if ":" in invite.uri and not invite.uri.lower().startswith(("sip:", "sips:"))
+                else 400,
+                f"bad Request-URI {invite.uri[:60]!r}",
+            )
+            return
+        if ruri.scheme not in ("sip", "sips"):
+            refuse(416, f"unsupported URI scheme {ruri.scheme}")
+            return
+        # LiveKit takes the called number from To and sip.hostname from the From host.
+        called = _to_user(invite) or ruri.user or ""
+        caller = _from_user(invite) or ""
+        match = self.trunks.match(
+            called_number=called, caller_number=caller, source_ip=flow.remote[0]
+        )
+        if match.result is not TrunkMatchResult.MATCHED or match.trunk is None:
+            refuse(
+                match.sip_status,
+                f"{match.result.value}: {match.reason} "
+                f"(source {flow.remote[0]}, caller {caller!r})",
+            )
+            return
+        trunk = match.trunk
+        if match.needs_auth:
+            verdict = self._check_auth(invite, trunk)
+            if verdict is not Verdict.OK:
+                challenger = self._challenger(trunk)
+                stale = verdict is Verdict.STALE
+                challenge = challenger.challenge(time.time(), stale=stale)
+                refuse(
+                    401,
+                    "digest " + ("stale nonce" if stale else "challenge"),
+                    [("WWW-Authenticate", c) for c in challenge],
+                )
+                return
+
+        # SDP offer/answer (RFC 3264); no body = late offer.
+        ctype = (invite.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        offer: sdp.SessionDescription | None = None
+        if invite.body:
+            if ctype != "application/sdp":
+                refuse(415, f"body of type {ctype or 'unknown'}", [("Accept", "application/sdp")])
+                return
+            try:
+                offer = sdp.SessionDescription.parse(invite.body)
+            except ValueError as exc:
+                refuse(400, f"bad SDP: {exc}")
+                return
+
+        rule = (
+            self.dispatch.select(trunk_id=trunk.id, called_number=called, caller_number=caller)
+            if self.dispatch
+            else None
+        )
+        try:
+            rtp_port = self.ports.allocate()
+        except PortRangeExhausted as exc:
+            refuse(503, str(exc), [("Retry-After", "5")])
+            return
+
+        media_session = sdp.MediaSession(media_ip=self.config.media_ip, media_port=rtp_port)
+        negotiated: sdp.Negotiated | None = None
+        answer_body: bytes
+        if offer is not None:
+            try:
+                negotiated = media_session.answer(offer)
+            except sdp.NoCommonCodec as exc:
+                self.ports.release(rtp_port)
+                refuse(488, str(exc), [("Warning", '304 byeline "no common codec"')])
+                return
+            except ValueError as exc:
+                self.ports.release(rtp_port)
+                refuse(488, str(exc))
+                return
+            answer_body = negotiated.sdp
+        else:
+            answer_body = media_session.offer()
+
+        local_tag = new_tag()
+        call_id = new_call_id()
+        attributes = attrs.invite_attributes(
+            trunk,
+            rule,
+            headers=list(invite.headers),
+            call_id=call_id,
+            sip_call_id=invite.call_id,
+            call_tag=invite.from_tag or "",
+            caller_number=caller,
+            called_number=called,
+            hostname=_from_host(invite),
+        )
+        call = Call(
+            call_id=call_id,
+            identity=attrs.participant_identity(caller),
+            attributes=attributes,
+            controller=self,
+            caller=caller,
+            callee=called,
+        )
+        leg = CallLeg(
+            call=call,
+            invite=invite,
+            flow=flow,
+            txn=txn,
+            trunk=trunk,
+            rule=rule,
+            local_tag=local_tag,
+            started_at=time.time(),
+            media_session=media_session,
+            negotiated=negotiated,
+            late_offer=offer is None,
+            rtp_port=rtp_port,
+        )
+        self._legs[leg.key] = leg
+        self._invite_legs[key] = leg
+        self._record_start(leg, flow, data)
+
+        if self.config.ringing:
+            ringing = make_response(
+                invite, 180, to_tag=local_tag, headers=[("Server", self.config.user_agent)]
+            )
+            self._run_server(txn, flow, txn.respond(ringing, self._now()), call_id, to)
+        self._answer(leg, answer_body)
+
+    def _check_auth(self, invite: Request, trunk: Trunk) -> Verdict:
+        value = invite.headers.get("Authorization") or invite.headers.get("Proxy-Authorization")
+        if not value:
+            return Verdict.BAD
+        try:
+            creds = DigestCredentials.parse(value)
+        except ValueError:
+            return Verdict.BAD
+        verification = self._challenger(trunk).verify(
+            invite.method, value, trunk.auth_username, trunk.auth_password, time.time()
+        )
+        if not verification.ok:
+            log.info(
+                "auth for %s (user %r): %s", invite.call_id, creds.username, verification.reason
+            )
+        return verification.verdict
+
+    def _challenger(self, trunk: Trunk) -> DigestChallenger:
+        realm = trunk.info.auth_realm or self.config.hostname or "byeline"
+        challenger = self._challengers.get(realm)
+        if challenger is None:
+            challenger = DigestChallenger(realm, self._secret)
+            self._challengers[realm] = challenger
+        return challenger
+
+    def _contact(self, flow: Flow) -> str:
+        host, port = flow.local
+        if host in ("0.0.0.0", "::"):
+            host = self.config.media_ip
+        hostport = format_address((host, port))
+        transport = "" if flow.transport == "UDP" else f";transport={flow.transport.lower()}"
+        scheme = "sips" if flow.transport == "TLS" else "sip"
+        return f"<{scheme}:byeline@{hostport}{transport}>"
+
+    def _answer(self, leg: CallLeg, body: bytes) -> None:
+        call = leg.call
+        mapped = attrs.headers_from_attributes(leg.trunk, call.attributes, stage="200")
+        safe, refusals = attrs.merge_headers(mapped, [])
+        for r in refusals:
+            log.warning("%s: header %s not sent on 200 OK: %s", call.call_id, r.name, r.reason)
+        headers = [
+            ("Contact", self._contact(leg.flow)),
+            ("Allow", ALLOW),
+            ("Supported", "timer"),
+            *safe,
+        ]
+        response = make_response(
+            leg.invite,
+            200,
+            to_tag=leg.local_tag,
+            headers=[("Server", self.config.user_agent), *headers],
+            body=body,
+        )
+        response.headers.add("Content-Type", "application/sdp")
+        to = self._response_target(leg.invite, leg.flow)
+        now = self._now()
+        self._run_server(leg.txn, leg.flow, leg.txn.respond(response, now), call.call_id, to)
+        leg.dialog = Dialog.from_invite(leg.invite, leg.local_tag)
+        leg.retransmitter = AnswerRetransmitter(response.serialize(), now, self.config.timers)
+        self._schedule(
+            leg.retransmitter, leg.retransmitter.deadline, lambda: self._retransmit_answer(leg)
+        )
+        self._invite_legs.pop(_txn_key(leg.invite), None)
+        self.stats["answered"] += 1
+        call._set_status(CallState.ACTIVE)
+        self._record(
+            leg,
+            status="active",
+            answered_at=time.time(),
+            final_code=200,
+            attributes=call.attributes,
+        )
+        if leg.negotiated is not None:
+            self._start_media(leg)
+
+    def _retransmit_answer(self, leg: CallLeg) -> None:
+        r = leg.retransmitter
+        if r is None:
+            return
+        for out in r.on_timer(self._now()):
+            if isinstance(out, Transmit):
+                self._send(
+                    leg.flow,
+                    out.data,
+                    leg.call.call_id,
+                    self._response_target(leg.invite, leg.flow),
+                )
+            elif isinstance(out, AckTimedOut):
+                log.warning("%s: no ACK for 200 OK after 64*T1: ending with BYE", leg.call.call_id)
+                self._spawn(leg.call.hangup(ended_by=EndedBy.TIMEOUT))
+        self._schedule(r, r.deadline, lambda: self._retransmit_answer(leg))
+
+    def _receive_ack(self, ack: Request, flow: Flow, data: bytes) -> None:
+        key = _txn_key(ack)
+        entry = self._server_txns.get(key)
+        if entry is not None and isinstance(entry[0], ServerInviteTransaction):
+            txn = entry[0]
+            self._run_server(txn, flow, txn.receive_request(ack, self._now()), None, None)
+            return
+        leg = self._legs.get((ack.call_id, ack.to_tag or ""))
+        if leg is None:
+            return  # an ACK for nothing we know: absorbed (§17.2.3)
+        self._trace_in(leg.call.call_id, flow, data)
+        if leg.retransmitter is not None and not leg.retransmitter.acked:
+            leg.retransmitter.ack()
+            self._schedule(leg.retransmitter, None, lambda: None)
+            if leg.late_offer and leg.media_session is not None:
+                try:
+                    leg.negotiated = leg.media_session.accept_answer(
+                        sdp.SessionDescription.parse(ack.body)
+                    )
+                except ValueError as exc:
+                    log.warning("%s: unusable SDP answer in ACK: %s", leg.call.call_id, exc)
+                    self._spawn(leg.call.hangup(ended_by=EndedBy.ERROR))
+                    return
+                self._start_media(leg)
+            self._confirmed(leg)
+
+    def _confirmed(self, leg: CallLeg) -> None:
+        call = leg.call
+        call.emit("answered")
+        if self.agent is not None and leg.agent_task is None and not call.ended:
+            leg.agent_task = self._spawn(self._run_agent(leg))
+
+    async def _run_agent(self, leg: CallLeg) -> None:
+        assert self.agent is not None
+        try:
+            await self.agent(leg.call)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s: agent failed", leg.call.call_id)
+            if not leg.call.ended:
+                await leg.call.hangup(ended_by=EndedBy.ERROR)
+
+    # -- media -------------------------------------------------------------------------
+
+    def _start_media(self, leg: CallLeg) -> None:
+        neg = leg.negotiated
+        if neg is None or leg.rtp_port is None or leg.media_starting:
+            return
+        leg.media_starting = True
+        self._spawn(self._open_media(leg, neg))
+
+    async def _open_media(self, leg: CallLeg, neg: sdp.Negotiated) -> None:
+        call = leg.call
+        stream = MediaStream(
+            payload_type=neg.payload_type,
+            telephone_event_pt=neg.telephone_event_pt,
+            remote_address=neg.remote_rtp,
+            timeout=self.config.media_timeout,
+        )
+        try:
+            endpoint = await RtpEndpoint.open(
+                stream,
+                self.ports,
+                port=leg.rtp_port,
+                on_dtmf=lambda d: call.emit("dtmf", d.digit),
+                on_media_timeout=lambda: self._media_timeout(leg),
+            )
+        except OSError as exc:
+            log.error("%s: cannot open RTP port %s: %s", call.call_id, leg.rtp_port, exc)
+            await call.hangup(ended_by=EndedBy.ERROR)
+            return
+        if call.ended:
+            endpoint.close()
+            return
+        if neg.on_hold:
+            endpoint.update_remote(neg.remote_rtp, on_hold=True)
+        call.media = endpoint
+        call.emit("media_ready")
+
+    def _media_timeout(self, leg: CallLeg) -> None:
+        if leg.call.ended:
+            return
+        log.warning(
+            "%s: media timeout (no RTP for %.0f s)", leg.call.call_id, self.config.media_timeout
+        )
+        leg.call.emit("media_timeout")
+        if not leg.call._listeners.get("media_timeout"):
+            self._spawn(leg.call.hangup(ended_by=EndedBy.TIMEOUT))
+
+    def _release_media(self, leg: CallLeg) -> None:
+        if leg.call.media is not None:
+            leg.call.media.close()
+        if leg.rtp_port is not None:
+            self.ports.release(leg.rtp_port)
+            leg.rtp_port = None
+
+    # -- CANCEL and in-dialog requests ------------------------------------------------------
+
+    def _receive_cancel(self, cancel: Request, flow: Flow, data: bytes) -> None:
+        invite_key = (cancel.branch or "", _sent_by(cancel.top_via), "INVITE")
+        leg = self._invite_legs.get(invite_key)
+        entry = self._server_txns.get(invite_key)
+        if entry is None:
+            self.respond(cancel, flow, 481)
+            return
+        call_id = leg.call.call_id if leg else None
+        self._trace_in(call_id, flow, data)
+        self.respond(cancel, flow, 200, call_id=call_id)
+        if leg is not None and leg.call.state is CallState.RINGING:
+            self._reject_leg(leg, 487, [], EndedBy.CALLER)
+
+    def _reject_leg(
+        self, leg: CallLeg, status: int, headers: list[tuple[str, str]], ended_by: EndedBy
+    ) -> None:
+        mapped = attrs.headers_from_attributes(leg.trunk, leg.call.attributes, stage="final")
+        safe, _ = attrs.merge_headers(mapped, headers)
+        response = make_response(
+            leg.invite,
+            status,
+            to_tag=leg.local_tag,
+            headers=[("Server", self.config.user_agent), *safe],
+        )
+        to = self._response_target(leg.invite, leg.flow)
+        try:
+            outputs = leg.txn.respond(response, self._now())
+        except RuntimeError:
+            return
+        self._run_server(leg.txn, leg.flow, outputs, leg.call.call_id, to)
+        self._end_leg(
+            leg, CallResult(ended_by=ended_by, delivery=Delivery.NOT_SENT), final_code=status
+        )
+
+    def _receive_in_dialog(self, request: Request, flow: Flow, data: bytes) -> None:
+        leg = self._legs.get((request.call_id, request.to_tag or ""))
+        if leg is None or leg.dialog is None:
+            self.respond(request, flow, 481)
+            return
+        call = leg.call
+        self._trace_in(call.call_id, flow, data)
+        if not leg.dialog.check_remote_cseq(request):
+            self.respond(
+                request,
+                flow,
+                500,
+                "CSeq out of order",
+                call_id=call.call_id,
+                headers=[("Retry-After", "1")],
+            )
+            return
+        method = request.method
+        if method == "BYE":
+            self.respond(request, flow, 200, call_id=call.call_id)
+            if not call.ended:
+                log.info("%s: caller hung up", call.call_id)
+                call.emit("caller_hangup")
+                self._end_leg(leg, CallResult(ended_by=EndedBy.CALLER, delivery=Delivery.NOT_SENT))
+        elif method in ("INVITE", "UPDATE"):
+            self._receive_reoffer(leg, request, flow)
+        elif method == "INFO":
+            ctype = (request.headers.get("Content-Type") or "").lower()
+            if ctype.startswith("application/dtmf-relay") or ctype.startswith("application/dtmf"):
+                digit = parse_dtmf_relay(request.body)
+                self.respond(request, flow, 200, call_id=call.call_id)
+                if digit:
+                    call.emit("dtmf", digit)
+            else:
+                self.respond(request, flow, 200, call_id=call.call_id)
+        elif method == "OPTIONS":
+            self.respond(request, flow, 200, call_id=call.call_id, headers=[("Allow", ALLOW)])
+        elif method in KNOWN_METHODS:
+            self.respond(request, flow, 405, call_id=call.call_id, headers=[("Allow", ALLOW)])
+        else:
+            self.respond(request, flow, 501, call_id=call.call_id, headers=[("Allow", ALLOW)])
+
+    def _receive_reoffer(self, leg: CallLeg, request: Request, flow: Flow) -> None:
+        """re-INVITE or UPDATE: session refresh, hold and resume (RFC 3264 §8)."""
+        call = leg.call
+        if call.ended or leg.media_session is None:
+            self.respond(request, flow, 481, call_id=call.call_id)
+            return
+        body = b""
+        if request.body:
+            try:
+                offer = sdp.SessionDescription.parse(request.body)
+                negotiated = leg.media_session.answer(offer)
+            except ValueError as exc:
+                self.respond(
+                    request,
+                    flow,
+                    488,
+                    call_id=call.call_id,
+                    headers=[("Warning", f'399 byeline "{str(exc)[:80]}"')],
+                )
+                return
+            leg.negotiated = negotiated
+            body = negotiated.sdp
+            if call.media is not None:
+                call.media.update_remote(negotiated.remote_rtp, on_hold=negotiated.on_hold)
+            call.emit("hold" if negotiated.on_hold else "resume")
+        elif request.method == "INVITE":
+            body = leg.media_session.offer()  # offerless re-INVITE: we offer, ACK answers
+        if request.method == "INVITE":
+            key = _txn_key(request)
+            txn = ServerInviteTransaction(
+                request, reliable=flow.reliable, config=self.config.timers
+            )
+            self._server_txns[key] = (txn, flow)
+            response = make_response(
+                request,
+                200,
+                headers=[
+                    ("Server", self.config.user_agent),
+                    ("Contact", self._contact(flow)),
+                    ("Allow", ALLOW),
+                ],
+                body=body,
+            )
+            response.headers.add("Content-Type", "application/sdp")
+            to = self._response_target(request, flow)
+            self._run_server(txn, flow, txn.respond(response, self._now()), call.call_id, to)
+        else:
+            self.respond(
+                request,
+                flow,
+                200,
+                call_id=call.call_id,
+                body=body,
+                headers=[("Contact", self._contact(flow))],
+            )
+
+    # -- hangup (BYE) ------------------------------------------------------------------
+
+    async def hangup_call(
+        self, call: Call, headers: list[tuple[str, str]], ended_by: EndedBy
+    ) -> CallResult:
+        """Send the BYE that carries the routing result; wait for its final response."""
+        leg = next((lg for lg in self._legs.values() if lg.call is call), None)
+        if leg is None or call.ended:
+            return call.result or CallResult(ended_by=ended_by, delivery=Delivery.NOT_SENT)
+        if call.state is CallState.RINGING:
+            self._reject_leg(leg, 480 if ended_by is not EndedBy.SHUTDOWN else 503, [], ended_by)
+            return call.result or CallResult(ended_by=ended_by, delivery=Delivery.NOT_SENT)
+        # The attributes are read NOW, after every update the agent made (LiveKit #404).
+        mapped = attrs.headers_from_attributes(leg.trunk, call.attributes, stage="bye")
+        safe, refused = attrs.merge_headers(mapped, headers)
+        refusals = [HeaderRefusal(r.name, r.reason) for r in refused]
+        for r in refusals:
+            log.warning("%s: header %s refused on BYE: %s", call.call_id, r.name, r.reason)
+        call._set_status(CallState.ENDING)
+        assert leg.dialog is not None
+        flow = await self._bye_flow(leg)
+        branch = new_branch()
+        via = f"SIP/2.0/{flow.transport} {format_address(flow.local)};branch={branch};rport"
+        bye = leg.dialog.create_request(
+            "BYE",
+            via=via,
+            headers=[("User-Agent", self.config.user_agent), *safe],
+        )
+        txn = ClientTransaction(bye, reliable=flow.reliable, config=self.config.timers)
+        future: asyncio.Future[Response | None] = asyncio.get_running_loop().create_future()
+        leg.bye_txn, leg.bye_future = txn, future
+        self._client_txns[branch] = (txn, flow, leg)
+        self._record(
+            leg,
+            delivery="pending",
+            route=self._route_attributes(call),
+            attributes=call.attributes,
+            bye_headers=safe,
+            header_refusals=[{"name": r.name, "reason": r.reason} for r in refusals],
+        )
+        self._run_client(txn, flow, leg, txn.start(self._now()))
+        response = await future
+        if response is None:
+            delivery, code = Delivery.TIMEOUT, None
+        elif 200 <= response.status < 300:
+            delivery, code = Delivery.DELIVERED, response.status
+        else:
+            delivery, code = Delivery.REJECTED, response.status
+        result = CallResult(
+            ended_by=ended_by, delivery=delivery, code=code, headers=safe, refusals=refusals
+        )
+        self._end_leg(leg, result)
+        return result
+
+    async def _bye_flow(self, leg: CallLeg) -> Flow:
+        """Where our BYE goes: the first route or the remote target (§12.2.1.1)."""
+        flow = leg.flow
+        if flow.reliable:
+            if not flow.closed:
+                return flow
+            target = _uri_address(leg.dialog.remote_target if leg.dialog else "", flow)
+            try:
+                return await self.transports.connect(flow.transport, target)
+            except OSError as exc:
+                log.warning("%s: cannot reconnect for BYE: %s", leg.call.call_id, exc)
+                return flow
+        assert leg.dialog is not None
+        hop = leg.dialog.route_set[0] if leg.dialog.route_set else leg.dialog.remote_target
+        target = _uri_address(hop, flow)
+        return flow.towards(target)
+
+    def _run_client(
+        self, txn: ClientTransaction, flow: Flow, leg: CallLeg, outputs: list[Output]
+    ) -> None:
+        for out in outputs:
+            if isinstance(out, Transmit):
+                self._send(flow, out.data, leg.call.call_id)
+            elif isinstance(out, Deliver):
+                if out.response.status >= 200 and leg.bye_future and not leg.bye_future.done():
+                    leg.bye_future.set_result(out.response)
+            elif isinstance(out, TimedOut):
+                log.warning("%s: no final response to BYE (Timer F)", leg.call.call_id)
+                if leg.bye_future and not leg.bye_future.done():
+                    leg.bye_future.set_result(None)
+            elif isinstance(out, Terminated):
+                self._client_txns.pop(_branch_of(txn.request), None)
+        self._schedule(
+            txn,
+            None if txn.terminated else txn.deadline,
+            lambda: self._run_client(txn, flow, leg, txn.on_timer(self._now())),
+        )
+
+    def _receive_response(self, response: Response, flow: Flow, data: bytes) -> None:
+        entry = self._client_txns.get(response.branch or "")
+        if entry is None:
+            return  # a stray response: dropped (§18.1.2)
+        txn, txn_flow, leg = entry
+        self._trace_in(leg.call.call_id, flow, data)
+        self._run_client(txn, txn_flow, leg, txn.receive_response(response, self._now()))
+
+    # -- end and records ---------------------------------------------------------------
+
+    def _end_leg(self, leg: CallLeg, result: CallResult, final_code: int | None = None) -> None:
+        call = leg.call
+        if call.result is not None:
+            return
+        if leg.retransmitter is not None:
+            leg.retransmitter.ack()
+            self._schedule(leg.retransmitter, None, lambda: None)
+        self._release_media(leg)
+        call._finish(result)
+        fields: dict[str, Any] = {
+            "status": "ended",
+            "ended_at": time.time(),
+            "ended_by": result.ended_by.value,
+            "delivery": result.delivery.value,
+            "delivery_code": result.code,
+            "attributes": call.attributes,
+            "route": self._route_attributes(call),
+        }
+        if final_code is not None:
+            fields["final_code"] = final_code
+        if result.headers:
+            fields["bye_headers"] = result.headers
+        if result.refusals:
+            fields["header_refusals"] = [
+                {"name": r.name, "reason": r.reason} for r in result.refusals
+            ]
+        self._record(leg, **fields)
+        log.info(
+            "%s: ended by %s, delivery %s%s",
+            call.call_id,
+            result.ended_by.value,
+            result.delivery.value,
+            f" ({result.code})" if result.code else "",
+        )
+        # Keep the leg for in-flight retransmissions (BYE 200 retransmits, late ACK) briefly.
+        if self._loop is not None:
+            self._loop.call_later(
+                64 * self.config.timers.t1 if not leg.flow.reliable else 1.0,
+                self._legs.pop,
+                leg.key,
+                None,
+            )
+
+    def _record_start(self, leg: CallLeg, flow: Flow, data: bytes) -> None:
+        if self.store is None:
+            return
+        attrs_now = leg.call.attributes
+        self.store.call_started(
+            leg.call.call_id,
+            sip_call_id=leg.invite.call_id,
+            trunk_id=leg.trunk.id,
+            rule_id=leg.rule.id if leg.rule else None,
+            caller=leg.call.caller,
+            callee=leg.call.callee,
+            five9_call_id=_first_header(leg.invite, ("X-CallID", "X-five9callid")),
+            five9_session_id=_first_header(leg.invite, ("X-CallSessionID", "X-five9sessionid")),
+            transport=flow.transport,
+            remote=flow.peer,
+            started_at=leg.started_at,
+            status="ringing",
+            attributes=attrs_now,
+        )
+        self._trace_in(leg.call.call_id, flow, data)
+
+    def _route_attributes(self, call: Call) -> dict[str, str]:
+        """The routing result attributes as they are on the call now."""
+        current = call.attributes
+        return {k: current[k] for k in self.result_attributes if current.get(k)}
+
+    def _record(self, leg: CallLeg, **fields: Any) -> None:
+        # A record that cannot be written is logged; it never stops a call or its BYE.
+        if self.store is not None:
+            try:
+                self.store.call_updated(leg.call.call_id, **fields)
+            except Exception:
+                log.exception("%s: call record update failed", leg.call.call_id)
+
+
+# -- small pure helpers ---------------------------------------------------------------
+
+
+def _txn_key(request: Request) -> tuple[str, str, str]:
+    """RFC 3261 §17.2.3 matching key: branch, sent-by, method (ACK matches INVITE)."""
+    method = "INVITE" if request.method == "ACK" else request.method
+    branch = request.branch or ""
+    if not branch.startswith("z9hG4bK"):
+        # RFC 2543 peers: fall back to the dialog-ish identity of the request.
+        branch = f"{request.call_id}|{request.from_tag}|{request.cseq[0]}|{branch}"
+    return (branch, _sent_by(request.top_via), method)
+
+
+def _branch_of(request: Request) -> str:
+    return request.branch or ""
+
+
+def _sent_by(via: str) -> str:
+    parts = via.split(";", 1)[0].split(None, 1)
+    return parts[1].strip().lower() if len(parts) == 2 else ""
+
+
+def _via_host(via: str) -> str:
+    sent_by = _sent_by(via)
+    if sent_by.startswith("["):
+        return sent_by[1 : sent_by.find("]")]
+    return sent_by.rsplit(":", 1)[0] if sent_by.count(":") == 1 else sent_by
+
+
+def _via_target(request: Request, flow: Flow) -> Address:
+    via = request.top_via
+    received = _param(via, "received")
+    host = received or _via_host(via)
+    sent_by = _sent_by(via)
+    port = 5060
+    tail = sent_by.rsplit("]", 1)[-1] if sent_by.startswith("[") else sent_by
+    if ":" in tail and tail.count(":") == 1:
+        with contextlib.suppress(ValueError):
+            port = int(tail.rsplit(":", 1)[1])
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return flow.remote  # a name we would have to resolve: answer the source
+    return (host, port)
+
+
+def _param(value: str, name: str) -> str | None:
+    for part in value.split(";")[1:]:
+        k, _, v = part.partition("=")
+        if k.strip().lower() == name:
+            return v.strip()
+    return None
+
+
+def _fill_rport(via: str, remote: Address) -> str:
+    parts = via.split(";")
+    out = []
+    for p in parts:
+        if p.strip().lower() == "rport":
+            out.append(f"rport={remote[1]}")
+        else:
+            out.append(p)
+    result = ";".join(out)
+    if f"received={remote[0]}" not in result:
+        result += f";received={remote[0]}"
+    return result
+
+
+def _uri_address(uri: str, flow: Flow) -> Address:
+    text = uri.strip()
+    if text.startswith("<"):
+        text = text[1 : text.find(">")]
+    try:
+        parsed = parse_uri(text)
+    except ValueError:
+        return flow.remote
+    host = parsed.host.strip("[]")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return flow.remote  # a name: the peer we talk to is the best guess without DNS
+    return (host, parsed.port or (5061 if parsed.scheme == "sips" else 5060))
+
+
+def _from_user(request: Request) -> str | None:
+    try:
+        return parse_address(request.headers.get("From") or "").uri.user
+    except ValueError:
+        return None
+
+
+def _from_host(request: Request) -> str:
+    try:
+        return parse_address(request.headers.get("From") or "").uri.host
+    except ValueError:
+        return ""
+
+
+def _to_user(request: Request) -> str | None:
+    try:
+        return parse_address(request.headers.get("To") or "").uri.user
+    except ValueError:
+        return None
+
+
+def _first_header(request: Request, names: tuple[str, ...]) -> str | None:
+    for name in names:
+        value = request.headers.get(name)
+        if value:
+            return value
+    return None
+
+
+def _reason_for(exc: SipParseError) -> str:
+    return "Version Not Supported" if exc.status == 505 else "Bad Request"

@@ -1,0 +1,278 @@
+"""asyncio SIP transports: UDP, TCP and TLS, IPv4 and IPv6.
+
+Thin on purpose: bytes come in, complete messages go up to a ``MessageSink``
+with the :class:`Flow` they arrived on; the sink answers on the same flow.
+Stream framing is :class:`byeline.sip.message.StreamFramer` (sans-I/O).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol, cast
+
+from ..sip.message import SipParseError, StreamFramer
+
+log = logging.getLogger("byeline.sip")
+
+Address = tuple[str, int]
+
+
+class MessageSink(Protocol):
+    """Who receives the raw messages (the SIP edge)."""
+
+    def receive(self, data: bytes, flow: Flow) -> None:
+        """One complete SIP message (or a keepalive) arrived on ``flow``."""
+
+
+@dataclass(eq=False)
+class Flow:
+    """Where a message came from and how to answer on the same path.
+
+    For UDP a flow is the listening socket plus the peer's address; for TCP and
+    TLS it is the connection itself (RFC 3261 §18.2.2: responses go back on
+    the connection the request arrived on).
+    """
+
+    transport: str  # "UDP", "TCP" or "TLS"
+    local: Address
+    remote: Address
+    _send: Callable[[bytes, Address], None] = field(repr=False)
+    _closed: Callable[[], bool] = field(repr=False, default=lambda: False)
+
+    @property
+    def reliable(self) -> bool:
+        """TCP and TLS deliver reliably: no retransmission timers."""
+        return self.transport != "UDP"
+
+    @property
+    def closed(self) -> bool:
+        """A stream flow whose connection has gone."""
+        return self._closed()
+
+    def send(self, data: bytes, to: Address | None = None) -> None:
+        """Send bytes on this flow (to another address only for UDP)."""
+        self._send(data, to or self.remote)
+
+    def towards(self, remote: Address) -> Flow:
+        """The same UDP socket, addressed to another peer."""
+        return Flow(self.transport, self.local, remote, self._send, self._closed)
+
+    @property
+    def peer(self) -> str:
+        """``host:port`` of the peer, IPv6 bracketed."""
+        return format_address(self.remote)
+
+
+def format_address(addr: Address) -> str:
+    """``host:port``, with brackets around an IPv6 host."""
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class _UdpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, sink: MessageSink) -> None:
+        self.sink = sink
+        self.transport: asyncio.DatagramTransport | None = None
+        self.local: Address = ("", 0)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's UDP transport is not a subclass of asyncio.DatagramTransport.
+        self.transport = cast(asyncio.DatagramTransport, transport)
+        sockname = transport.get_extra_info("sockname")
+        self.local = (sockname[0], sockname[1])
+
+    def _send(self, data: bytes, to: Address) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.sendto(data, to)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        remote = (str(addr[0]), int(addr[1]))
+        flow = Flow("UDP", self.local, remote, self._send)
+        try:
+            self.sink.receive(data, flow)
+        except Exception:  # the server never dies on input
+            log.exception("internal error handling a datagram from %s", format_address(remote))
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable and friends: the peer is gone; transactions time out.
+        log.debug("UDP error: %s", exc)
+
+
+class _StreamProtocol(asyncio.Protocol):
+    def __init__(self, sink: MessageSink, transport_name: str, registry: StreamRegistry) -> None:
+        self.sink = sink
+        self.name = transport_name
+        self.registry = registry
+        self.framer = StreamFramer()
+        self.transport: asyncio.Transport | None = None
+        self.flow: Flow | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        sock = transport.get_extra_info("sockname")
+        self.flow = Flow(
+            self.name,
+            (sock[0], sock[1]),
+            (peer[0], peer[1]),
+            self._send,
+            lambda: self.transport is None or self.transport.is_closing(),
+        )
+        self.registry.add(self.flow)
+
+    def _send(self, data: bytes, to: Address) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def data_received(self, data: bytes) -> None:
+        assert self.flow is not None
+        self.framer.feed(data)
+        try:
+            for message in self.framer.messages():
+                try:
+                    self.sink.receive(message, self.flow)
+                except Exception:
+                    log.exception("internal error handling a message from %s", self.flow.peer)
+        except SipParseError as exc:
+            log.warning("closing %s connection from %s: %s", self.name, self.flow.peer, exc)
+            if self.transport is not None:
+                self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.flow is not None:
+            self.registry.remove(self.flow)
+        self.transport = None
+
+
+class StreamRegistry:
+    """Open TCP/TLS connections by peer address, to reuse for requests we send."""
+
+    def __init__(self) -> None:
+        self._flows: dict[tuple[str, Address], Flow] = {}
+
+    def add(self, flow: Flow) -> None:
+        self._flows[(flow.transport, flow.remote)] = flow
+
+    def remove(self, flow: Flow) -> None:
+        if self._flows.get((flow.transport, flow.remote)) is flow:
+            del self._flows[(flow.transport, flow.remote)]
+
+    def get(self, transport: str, remote: Address) -> Flow | None:
+        """An open connection to ``remote``, if there is one."""
+        flow = self._flows.get((transport, remote))
+        return flow if flow is not None and not flow.closed else None
+
+
+@dataclass(frozen=True)
+class ListenSpec:
+    """One ``--sip`` argument: ``udp:HOST:PORT`` (IPv6 host in brackets)."""
+
+    transport: str
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> ListenSpec:
+        """Parse ``udp:127.0.0.1:5060``, ``tcp:[::1]:5060``, ``tls:0.0.0.0:5061``."""
+        scheme, sep, rest = text.partition(":")
+        if not sep or scheme.lower() not in ("udp", "tcp", "tls"):
+            raise ValueError(f"--sip {text!r}: expected udp:HOST:PORT, tcp:HOST:PORT or tls:...")
+        if rest.startswith("["):
+            host, _, port_text = rest[1:].partition("]:")
+        else:
+            host, _, port_text = rest.rpartition(":")
+        if not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+            raise ValueError(f"--sip {text!r}: expected {scheme}:HOST:PORT with a port 0-65535")
+        return cls(scheme.upper(), host, int(port_text))
+
+    def __str__(self) -> str:
+        return f"{self.transport.lower()}:{format_address((self.host, self.port))}"
+
+
+class SipTransports:
+    """Every listening socket of the edge, and outgoing stream connections."""
+
+    def __init__(self, sink: MessageSink, tls_context: ssl.SSLContext | None = None) -> None:
+        self.sink = sink
+        self.tls_context = tls_context
+        self.streams = StreamRegistry()
+        self._udp: list[_UdpProtocol] = []
+        self._servers: list[asyncio.Server] = []
+        self._udp_transports: list[asyncio.DatagramTransport] = []
+        self.bound: list[ListenSpec] = []
+
+    async def listen(self, spec: ListenSpec) -> ListenSpec:
+        """Open one listener; returns the spec with the real port (for port 0)."""
+        loop = asyncio.get_running_loop()
+        family = socket.AF_INET6 if ":" in spec.host else socket.AF_INET
+        if spec.transport == "UDP":
+            transport, protocol = await loop.create_datagram_endpoint(
+                lambda: _UdpProtocol(self.sink), local_addr=(spec.host, spec.port), family=family
+            )
+            self._udp.append(protocol)
+            self._udp_transports.append(transport)
+            port = transport.get_extra_info("sockname")[1]
+        else:
+            ctx = None
+            if spec.transport == "TLS":
+                if self.tls_context is None:
+                    raise ValueError(
+                        f"{spec}: TLS needs a certificate and key (--tls-cert/--tls-key)"
+                    )
+                ctx = self.tls_context
+            name = spec.transport
+            server = await loop.create_server(
+                lambda: _StreamProtocol(self.sink, name, self.streams),
+                host=spec.host,
+                port=spec.port,
+                family=family,
+                ssl=ctx,
+                reuse_address=True,
+            )
+            self._servers.append(server)
+            port = server.sockets[0].getsockname()[1]
+        bound = ListenSpec(spec.transport, spec.host, port)
+        self.bound.append(bound)
+        return bound
+
+    def udp_flow(self, remote: Address) -> Flow | None:
+        """A UDP flow from a listener of the right address family towards ``remote``."""
+        want_v6 = ":" in remote[0]
+        for proto in self._udp:
+            if (":" in proto.local[0]) == want_v6:
+                return Flow("UDP", proto.local, remote, proto._send)
+        return None
+
+    async def connect(self, transport: str, remote: Address) -> Flow:
+        """An open TCP/TLS connection to ``remote``, reused or new."""
+        flow = self.streams.get(transport, remote)
+        if flow is not None:
+            return flow
+        loop = asyncio.get_running_loop()
+        ctx: ssl.SSLContext | None = None
+        if transport == "TLS":
+            ctx = ssl.create_default_context()
+        _, protocol = await loop.create_connection(
+            lambda: _StreamProtocol(self.sink, transport, self.streams),
+            host=remote[0],
+            port=remote[1],
+            ssl=ctx,
+        )
+        assert protocol.flow is not None
+        return protocol.flow
+
+    async def close(self) -> None:
+        """Close every listener and connection."""
+        for server in self._servers:
+            server.close()
+        for t in self._udp_transports:
+            t.close()
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()
+        self._udp_transports.clear()

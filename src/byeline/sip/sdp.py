@@ -1,0 +1,989 @@
+"""SDP (RFC 4566) and the offer/answer model (RFC 3264) for byeline's audio leg.
+
+byeline speaks G.711 (PCMU, PCMA) with RFC 4733 telephone-events, over plain RTP/AVP. This module
+parses and writes session descriptions and negotiates them, with no I/O:
+
+- :func:`answer_offer` answers an INVITE (or re-INVITE) that carries an offer;
+- :func:`create_offer` and :func:`accept_answer` cover the late-offer case (INVITE without SDP:
+  we offer in the 200 OK and the ACK carries the answer);
+- :class:`MediaSession` keeps the ``o=`` session id and version of one dialog across re-INVITEs.
+
+Parsing is tolerant where real peers are sloppy (LF-only line ends, trailing blanks, attributes in
+unusual order, unknown lines, which are kept) and raises ValueError with a precise message where
+the text cannot be understood.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+__all__ = [
+    "Answer",
+    "Attribute",
+    "Connection",
+    "Direction",
+    "MediaDescription",
+    "MediaSession",
+    "Negotiated",
+    "NoCommonCodec",
+    "Origin",
+    "RtpMap",
+    "SessionDescription",
+    "UnsupportedProfile",
+    "accept_answer",
+    "answer_offer",
+    "create_offer",
+]
+
+_DIGITS = re.compile(r"[0-9]+")
+# RFC 4566 §9: token-char = %x21 / %x23-27 / %x2A-2B / %x2D-2E / %x30-39 / %x41-5A / %x5E-7E
+_TOKEN = re.compile(r"[\x21\x23-\x27\x2a\x2b\x2d\x2e\x30-\x39\x41-\x5a\x5e-\x7e]+")
+_FORBIDDEN = re.compile(r"[\x00\r\n]")
+
+#: RFC 3551 §6 static audio payload types (encoding, clock rate) byeline may meet in offers.
+STATIC_PAYLOAD_TYPES: dict[int, tuple[str, int]] = {
+    0: ("PCMU", 8000),
+    3: ("GSM", 8000),
+    4: ("G723", 8000),
+    8: ("PCMA", 8000),
+    9: ("G722", 8000),
+    18: ("G729", 8000),
+}
+_STATIC_BY_NAME = {name: pt for pt, (name, _) in STATIC_PAYLOAD_TYPES.items()}
+
+#: The only transport profile answered for now; RTP/SAVP (SDES-SRTP) comes with SRTP support.
+PROFILE = "RTP/AVP"
+#: Packetization time we ask for, in milliseconds (G.711 at 20 ms is 160 bytes a packet).
+PTIME = 20
+#: RFC 4733 events we can receive: DTMF 0-9, *, #, A-D and flash (16).
+TELEPHONE_EVENTS = "0-16"
+
+
+class NoCommonCodec(ValueError):
+    """The offer (or answer) has no audio stream with a codec we support: answer 488."""
+
+
+class UnsupportedProfile(ValueError):
+    """The audio stream uses a transport profile we do not answer yet (e.g. RTP/SAVP): 488."""
+
+
+def _uint(text: str, what: str, maximum: int) -> int:
+    if not _DIGITS.fullmatch(text):
+        raise ValueError(f"{what} is not a decimal number: {text!r}")
+    if len(text) > len(str(maximum)) or int(text) > maximum:
+        raise ValueError(f"{what} {text} is larger than {maximum}")
+    return int(text)
+
+
+def _check_text(value: str, what: str) -> str:
+    if _FORBIDDEN.search(value):
+        raise ValueError(f"{what} contains CR, LF or NUL: {value!r}")
+    return value
+
+
+class Direction(enum.StrEnum):
+    """Media direction attribute (RFC 3264 §5.1), seen from the side that wrote the SDP."""
+
+    SENDRECV = "sendrecv"
+    SENDONLY = "sendonly"
+    RECVONLY = "recvonly"
+    INACTIVE = "inactive"
+
+    @property
+    def sends(self) -> bool:
+        """Whether the side that wrote this direction sends media."""
+        return self in (Direction.SENDRECV, Direction.SENDONLY)
+
+    @property
+    def receives(self) -> bool:
+        """Whether the side that wrote this direction receives media."""
+        return self in (Direction.SENDRECV, Direction.RECVONLY)
+
+    @classmethod
+    def from_flags(cls, *, sends: bool, receives: bool) -> Direction:
+        """Build a direction from its two halves."""
+        if sends:
+            return cls.SENDRECV if receives else cls.SENDONLY
+        return cls.RECVONLY if receives else cls.INACTIVE
+
+    def reversed(self) -> Direction:
+        """The same stream seen from the other side (sendonly ↔ recvonly)."""
+        return Direction.from_flags(sends=self.receives, receives=self.sends)
+
+    def restricted(self, other: Direction) -> Direction:
+        """Directions allowed by both ``self`` and ``other`` (both seen from the same side)."""
+        return Direction.from_flags(
+            sends=self.sends and other.sends, receives=self.receives and other.receives
+        )
+
+
+_DIRECTIONS = frozenset(d.value for d in Direction)
+
+
+@dataclass(frozen=True)
+class Origin:
+    """``o=<username> <sess-id> <sess-version> <nettype> <addrtype> <unicast-address>``."""
+
+    username: str
+    session_id: int
+    session_version: int
+    address: str
+    addrtype: str = "IP4"
+    nettype: str = "IN"
+
+    @classmethod
+    def parse(cls, value: str) -> Origin:
+        """Parse the value of an ``o=`` line."""
+        fields = value.split()
+        if len(fields) != 6:
+            raise ValueError(f"o= needs 6 fields, got {len(fields)}: {value!r}")
+        username, sess_id, sess_version, nettype, addrtype, address = fields
+        return cls(
+            username=username,
+            # RFC 4566 says 1*DIGIT; 64-bit NTP-based values are common, larger ones are not.
+            session_id=_uint(sess_id, "o= session id", 2**64 - 1),
+            session_version=_uint(sess_version, "o= session version", 2**64 - 1),
+            address=address,
+            addrtype=addrtype,
+            nettype=nettype,
+        )
+
+    def serialize(self) -> str:
+        """Return the value of the ``o=`` line."""
+        fields = (self.username, self.nettype, self.addrtype, self.address)
+        for item in fields:
+            if not item or any(c.isspace() for c in item):
+                raise ValueError(f"o= field must be non-empty without blanks: {item!r}")
+        return (
+            f"{self.username} {self.session_id} {self.session_version} "
+            f"{self.nettype} {self.addrtype} {self.address}"
+        )
+
+
+@dataclass(frozen=True)
+class Connection:
+    """``c=<nettype> <addrtype> <connection-address>`` (the address may carry ``/ttl``)."""
+
+    address: str
+    addrtype: str = "IP4"
+    nettype: str = "IN"
+
+    @classmethod
+    def parse(cls, value: str) -> Connection:
+        """Parse the value of a ``c=`` line."""
+        fields = value.split()
+        if len(fields) != 3:
+            raise ValueError(f"c= needs 3 fields, got {len(fields)}: {value!r}")
+        nettype, addrtype, address = fields
+        return cls(address=address, addrtype=addrtype, nettype=nettype)
+
+    @classmethod
+    def for_ip(cls, ip: str) -> Connection:
+        """Connection for a unicast IPv4 or IPv6 address (ValueError if ``ip`` is neither)."""
+        parsed = ipaddress.ip_address(ip)
+        return cls(address=str(parsed), addrtype="IP4" if parsed.version == 4 else "IP6")
+
+    @property
+    def host(self) -> str:
+        """The address without a multicast ``/ttl`` or ``/count`` suffix."""
+        return self.address.split("/", 1)[0]
+
+    @property
+    def is_hold_address(self) -> bool:
+        """True for ``0.0.0.0`` (RFC 2543 hold, still sent by older peers) or IPv6 ``::``."""
+        try:
+            return ipaddress.ip_address(self.host).is_unspecified
+        except ValueError:
+            return False
+
+    def serialize(self) -> str:
+        """Return the value of the ``c=`` line."""
+        for item in (self.nettype, self.addrtype, self.address):
+            if not item or any(c.isspace() for c in item):
+                raise ValueError(f"c= field must be non-empty without blanks: {item!r}")
+        return f"{self.nettype} {self.addrtype} {self.address}"
+
+
+@dataclass(frozen=True)
+class Attribute:
+    """``a=<name>`` (property attribute) or ``a=<name>:<value>``."""
+
+    name: str
+    value: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Attribute:
+        """Parse the text after ``a=``."""
+        name, colon, value = text.partition(":")
+        if not _TOKEN.fullmatch(name):
+            raise ValueError(f"attribute name is not a token: {name!r}")
+        return cls(name, value if colon else None)
+
+    def serialize(self) -> str:
+        """Return the text after ``a=``."""
+        if not _TOKEN.fullmatch(self.name):
+            raise ValueError(f"attribute name is not a token: {self.name!r}")
+        if self.value is None:
+            return self.name
+        return f"{self.name}:{_check_text(self.value, 'attribute value')}"
+
+
+@dataclass(frozen=True)
+class RtpMap:
+    """``a=rtpmap:<payload type> <encoding name>/<clock rate>[/<channels>]``."""
+
+    payload_type: int
+    encoding: str
+    clock_rate: int
+    channels: int | None = None
+
+    @classmethod
+    def parse(cls, value: str) -> RtpMap:
+        """Parse the value of an ``rtpmap`` attribute."""
+        pt_text, _, rest = value.strip().partition(" ")
+        parts = rest.strip().split("/")
+        if len(parts) not in (2, 3) or not parts[0]:
+            raise ValueError(f"rtpmap must be '<pt> <name>/<rate>[/<channels>]': {value!r}")
+        return cls(
+            payload_type=_uint(pt_text, "rtpmap payload type", 127),
+            encoding=parts[0],
+            clock_rate=_uint(parts[1], "rtpmap clock rate", 2**32 - 1),
+            channels=_uint(parts[2], "rtpmap channels", 255) if len(parts) == 3 else None,
+        )
+
+    def serialize(self) -> str:
+        """Return the value of the ``rtpmap`` attribute."""
+        text = f"{self.payload_type} {self.encoding}/{self.clock_rate}"
+        return text if self.channels is None else f"{text}/{self.channels}"
+
+
+# Where the non-structured lines go when writing (RFC 4566 §5 fixes the order of line types).
+_SESSION_ORDER = {"i": 0, "u": 1, "e": 2, "p": 3, "b": 5, "r": 7, "z": 8, "k": 9}
+_MEDIA_ORDER = {"i": 0, "b": 2, "k": 3}
+_UNKNOWN_RANK = 10
+
+
+@dataclass(frozen=True)
+class MediaDescription:
+    """One ``m=`` section: ``m=<media> <port>[/<count>] <proto> <fmt> ...`` and its lines."""
+
+    media: str
+    port: int
+    proto: str
+    formats: tuple[str, ...]
+    port_count: int | None = None
+    connection: Connection | None = None
+    attributes: tuple[Attribute, ...] = ()
+    #: ``i=``, ``b=``, ``k=`` and unknown lines, as (type letter, value), in received order.
+    other: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def parse_m_line(cls, value: str) -> MediaDescription:
+        """Parse the value of an ``m=`` line (the section's other lines are added by the caller)."""
+        fields = value.split()
+        if len(fields) < 3:
+            raise ValueError(f"m= needs at least media, port and proto: {value!r}")
+        media, port_text, proto, *formats = fields
+        port_part, slash, count_part = port_text.partition("/")
+        return cls(
+            media=media,
+            port=_uint(port_part, "m= port", 65535),
+            proto=proto,
+            formats=tuple(formats),
+            port_count=_uint(count_part, "m= port count", 65535) if slash else None,
+        )
+
+    def m_line(self) -> str:
+        """Return the value of the ``m=`` line."""
+        port = str(self.port) if self.port_count is None else f"{self.port}/{self.port_count}"
+        fields = (self.media, port, self.proto, *self.formats)
+        for item in fields:
+            if not item or any(c.isspace() for c in item) or _FORBIDDEN.search(item):
+                raise ValueError(f"m= field must be non-empty without blanks: {item!r}")
+        return " ".join(fields)
+
+    def values(self, name: str) -> list[str]:
+        """Values of every ``a=<name>:<value>`` attribute, in order (names are case-sensitive)."""
+        return [a.value for a in self.attributes if a.name == name and a.value is not None]
+
+    @property
+    def direction(self) -> Direction | None:
+        """The media-level direction attribute, if any (first one wins)."""
+        for attribute in self.attributes:
+            if attribute.value is None and attribute.name in _DIRECTIONS:
+                return Direction(attribute.name)
+        return None
+
+    @property
+    def ptime(self) -> int | None:
+        """``a=ptime`` in milliseconds, or None if absent (ValueError if malformed)."""
+        values = self.values("ptime")
+        if not values:
+            return None
+        # RFC 4566 allows a fractional ptime ("20.0" has been seen); keep the integer part.
+        whole = values[0].strip().split(".", 1)[0]
+        return _uint(whole, "ptime", 10_000)
+
+    @property
+    def crypto(self) -> list[str]:
+        """Raw ``a=crypto`` values (RFC 4568), kept for the SRTP work to come."""
+        return self.values("crypto")
+
+    def rtpmaps(self) -> dict[int, RtpMap]:
+        """``a=rtpmap`` attributes by payload type (ValueError if one is malformed)."""
+        maps: dict[int, RtpMap] = {}
+        for value in self.values("rtpmap"):
+            rtpmap = RtpMap.parse(value)
+            maps.setdefault(rtpmap.payload_type, rtpmap)
+        return maps
+
+    def fmtp(self, payload_type: int) -> str | None:
+        """The ``a=fmtp`` parameters of ``payload_type``, or None."""
+        for value in self.values("fmtp"):
+            pt_text, _, params = value.strip().partition(" ")
+            if pt_text == str(payload_type):
+                return params.strip()
+        return None
+
+    def codecs(self) -> list[RtpMap]:
+        """Payload types of the ``m=`` line in its order (the sender's preference), described.
+
+        A payload type without rtpmap is described from the RFC 3551 static table; a format that
+        is neither (or not a number) is left out.
+        """
+        maps = self.rtpmaps()
+        found: list[RtpMap] = []
+        for fmt in self.formats:
+            if not _DIGITS.fullmatch(fmt) or len(fmt) > 3 or int(fmt) > 127:
+                continue
+            pt = int(fmt)
+            if pt in maps:
+                found.append(maps[pt])
+            elif pt in STATIC_PAYLOAD_TYPES:
+                name, rate = STATIC_PAYLOAD_TYPES[pt]
+                found.append(RtpMap(pt, name, rate))
+        return found
+
+    def serialize_lines(self) -> list[str]:
+        """Return the section's lines (without line ends), ``m=`` first."""
+        lines = [f"m={self.m_line()}"]
+        ranked = sorted(self.other, key=lambda item: _MEDIA_ORDER.get(item[0], _UNKNOWN_RANK))
+        # i= comes before c=; b=, k= and unknown lines after it.
+        before = [(kind, value) for kind, value in ranked if kind == "i"]
+        lines += [f"{kind}={value}" for kind, value in before]
+        if self.connection is not None:
+            lines.append(f"c={self.connection.serialize()}")
+        lines += [f"{kind}={value}" for kind, value in ranked if kind != "i"]
+        lines += [f"a={attribute.serialize()}" for attribute in self.attributes]
+        return lines
+
+
+@dataclass(frozen=True)
+class SessionDescription:
+    """A whole SDP body (RFC 4566)."""
+
+    origin: Origin
+    session_name: str = "-"
+    connection: Connection | None = None
+    #: ``t=`` values; ``r=``/``z=`` lines are in :attr:`other`.
+    timing: tuple[str, ...] = ("0 0",)
+    attributes: tuple[Attribute, ...] = ()
+    media: tuple[MediaDescription, ...] = ()
+    #: ``i= u= e= p= b= r= z= k=`` and unknown session-level lines, as (type, value).
+    other: tuple[tuple[str, str], ...] = ()
+    version: int = 0
+
+    @classmethod
+    def parse(cls, data: bytes | str) -> SessionDescription:
+        """Parse an SDP body. CRLF or LF line ends; ValueError with the line number if invalid."""
+        if isinstance(data, bytes):
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"SDP is not UTF-8: byte {exc.start}") from None
+        else:
+            text = data
+        lines: list[tuple[int, str, str]] = []
+        for number, raw in enumerate(text.split("\n"), start=1):
+            line = raw.removesuffix("\r").rstrip(" \t")
+            if not line:
+                continue
+            if "\r" in line or "\x00" in line:
+                raise ValueError(f"SDP line {number}: CR or NUL inside the line")
+            if len(line) < 2 or line[1] != "=" or not ("a" <= line[0] <= "z"):
+                raise ValueError(f"SDP line {number}: not '<letter>=<value>': {line[:40]!r}")
+            lines.append((number, line[0], line[2:]))
+        try:
+            return cls._from_lines(lines)
+        except ValueError as exc:
+            raise ValueError(f"SDP: {exc}") from None
+
+    @classmethod
+    def _from_lines(cls, lines: list[tuple[int, str, str]]) -> SessionDescription:
+        if not lines or lines[0][1] != "v":
+            raise ValueError("the first line must be v=")
+        version = _uint(lines[0][2], "v=", 0)  # only version 0 exists
+        origin: Origin | None = None
+        session_name: str | None = None
+        connection: Connection | None = None
+        timing: list[str] = []
+        attributes: list[Attribute] = []
+        other: list[tuple[str, str]] = []
+        media: list[MediaDescription] = []
+        # Per current m= section: header, connection, attributes, other lines.
+        section: MediaDescription | None = None
+        m_conn: Connection | None = None
+        m_attrs: list[Attribute] = []
+        m_other: list[tuple[str, str]] = []
+
+        def close_section() -> None:
+            if section is not None:
+                media.append(
+                    replace(
+                        section,
+                        connection=m_conn,
+                        attributes=tuple(m_attrs),
+                        other=tuple(m_other),
+                    )
+                )
+
+        for number, kind, value in lines[1:]:
+            try:
+                if kind == "v":
+                    raise ValueError("v= appears twice")
+                if kind == "m":
+                    close_section()
+                    section = MediaDescription.parse_m_line(value)
+                    m_conn, m_attrs, m_other = None, [], []
+                elif section is not None:
+                    if kind == "c":
+                        if m_conn is not None:
+                            # Several c= lines in a section are multicast layering; unused here.
+                            m_other.append((kind, value))
+                        else:
+                            m_conn = Connection.parse(value)
+                    elif kind == "a":
+                        m_attrs.append(Attribute.parse(value))
+                    elif kind in "ostuerpz":
+                        raise ValueError(f"{kind}= is not allowed in a media section")
+                    else:
+                        m_other.append((kind, value))
+                elif kind == "o":
+                    if origin is not None:
+                        raise ValueError("o= appears twice")
+                    origin = Origin.parse(value)
+                elif kind == "s":
+                    if session_name is not None:
+                        raise ValueError("s= appears twice")
+                    session_name = value
+                elif kind == "c":
+                    if connection is not None:
+                        raise ValueError("session-level c= appears twice")
+                    connection = Connection.parse(value)
+                elif kind == "t":
+                    timing.append(value)
+                elif kind == "a":
+                    attributes.append(Attribute.parse(value))
+                else:
+                    other.append((kind, value))
+            except ValueError as exc:
+                raise ValueError(f"line {number}: {exc}") from None
+        close_section()
+        if origin is None:
+            raise ValueError("no o= line")
+        if session_name is None:
+            raise ValueError("no s= line")
+        return cls(
+            origin=origin,
+            session_name=session_name,
+            connection=connection,
+            timing=tuple(timing),
+            attributes=tuple(attributes),
+            media=tuple(media),
+            other=tuple(other),
+            version=version,
+        )
+
+    def serialize(self) -> bytes:
+        """Return the SDP body: CRLF line ends, RFC 4566 line order, UTF-8."""
+        lines = [f"v={self.version}", f"o={self.origin.serialize()}", f"s={self.session_name}"]
+        ranked = sorted(self.other, key=lambda item: _SESSION_ORDER.get(item[0], _UNKNOWN_RANK))
+
+        def other_lines(low: int, high: int) -> list[str]:
+            return [
+                f"{kind}={value}"
+                for kind, value in ranked
+                if low <= _SESSION_ORDER.get(kind, _UNKNOWN_RANK) < high
+            ]
+
+        lines += other_lines(0, 4)
+        if self.connection is not None:
+            lines.append(f"c={self.connection.serialize()}")
+        lines += other_lines(4, 6)
+        lines += [f"t={value}" for value in self.timing]
+        lines += other_lines(6, _UNKNOWN_RANK + 1)
+        lines += [f"a={attribute.serialize()}" for attribute in self.attributes]
+        for media in self.media:
+            lines += media.serialize_lines()
+        for line in lines:
+            _check_text(line, "SDP line")
+        return ("\r\n".join(lines) + "\r\n").encode("utf-8")
+
+    @property
+    def direction(self) -> Direction | None:
+        """The session-level direction attribute, if any."""
+        for attribute in self.attributes:
+            if attribute.value is None and attribute.name in _DIRECTIONS:
+                return Direction(attribute.name)
+        return None
+
+    def media_direction(self, media: MediaDescription) -> Direction:
+        """Direction of ``media``: media-level attribute, else session-level, else sendrecv."""
+        return media.direction or self.direction or Direction.SENDRECV
+
+    def media_connection(self, media: MediaDescription) -> Connection:
+        """The ``c=`` that applies to ``media`` (ValueError if neither level has one)."""
+        connection = media.connection or self.connection
+        if connection is None:
+            raise ValueError(f"m={media.media} has no c= line at media or session level")
+        return connection
+
+
+# -- negotiation ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Negotiated:
+    """The result of an offer/answer exchange, from our side.
+
+    Returned by :func:`answer_offer` (``sdp`` is the answer we send) and by
+    :func:`accept_answer` (``sdp`` is the answer we received).
+    """
+
+    #: Encoding name as written in the SDP we answer or received, e.g. ``"PCMU"``.
+    codec: str
+    payload_type: int
+    clock_rate: int
+    #: RFC 4733 payload type agreed for DTMF, or None if the peer did not offer it.
+    telephone_event_pt: int | None
+    #: Where to send RTP: (host, port) from the peer's c= and m= lines.
+    remote_rtp: tuple[str, int]
+    #: Our direction: whether we send and receive on this stream.
+    direction: Direction
+    #: The peer will not receive our audio: it put the call on hold (sendonly, inactive or the
+    #: RFC 2543 ``c=0.0.0.0``). The agent should stop talking.
+    on_hold: bool
+    #: The answer SDP body.
+    sdp: bytes
+    #: ``a=ptime`` the peer asked for (the packet duration it wants to receive), if any.
+    remote_ptime: int | None = None
+
+
+#: The name the offer/answer API was first specified with.
+Answer = Negotiated
+
+
+def _as_description(sdp: bytes | str | SessionDescription) -> SessionDescription:
+    return sdp if isinstance(sdp, SessionDescription) else SessionDescription.parse(sdp)
+
+
+def _pick_codec(media: MediaDescription, supported: Sequence[str]) -> RtpMap | None:
+    wanted = {name.upper() for name in supported}
+    for codec in media.codecs():
+        if codec.encoding.upper() in wanted and codec.channels in (None, 1):
+            return codec
+    return None
+
+
+def _pick_telephone_event(media: MediaDescription, clock_rate: int) -> RtpMap | None:
+    # RFC 4733 §2.1: events use the clock rate of the audio codec they go with.
+    for codec in media.codecs():
+        if codec.encoding.lower() == "telephone-event" and codec.clock_rate == clock_rate:
+            return codec
+    return None
+
+
+def _remote_direction(session: SessionDescription, media: MediaDescription) -> Direction:
+    direction = session.media_direction(media)
+    if session.media_connection(media).is_hold_address:
+        # RFC 3264 §8.4: c=0.0.0.0 is the RFC 2543 way to say "do not send to me".
+        direction = direction.restricted(Direction.SENDONLY)
+    return direction
+
+
+def _local_origin(media_ip: str, session_id: int, session_version: int) -> Origin:
+    connection = Connection.for_ip(media_ip)
+    return Origin(
+        username="byeline",
+        session_id=session_id,
+        session_version=session_version,
+        address=connection.address,
+        addrtype=connection.addrtype,
+    )
+
+
+def _check_port(port: int) -> None:
+    if not 1 <= port <= 65535:
+        raise ValueError(f"media port must be 1-65535, got {port}")
+
+
+def answer_offer(
+    offer: bytes | str | SessionDescription,
+    *,
+    media_ip: str,
+    media_port: int,
+    supported: Sequence[str] = ("PCMU", "PCMA"),
+    session_id: int,
+    session_version: int,
+    direction: Direction = Direction.SENDRECV,
+) -> Negotiated:
+    """Answer an SDP offer (RFC 3264 §6).
+
+    The first audio stream on RTP/AVP that has a codec in ``supported`` is accepted; the codec is
+    the first of the offer's formats we support (the offerer's preference), plus telephone-event
+    with the offerer's payload type when offered. Every other ``m=`` line is rejected with port 0.
+    The answer mirrors the offered direction (sendonly → recvonly, inactive → inactive,
+    ``c=0.0.0.0`` counts as hold), limited by ``direction``, our own wish (sendonly while we hold).
+
+    Raises :class:`UnsupportedProfile` if audio is offered only with another profile (RTP/SAVP),
+    :class:`NoCommonCodec` if no audio stream has a supported codec, ValueError if malformed.
+    """
+    _check_port(media_port)
+    parsed = _as_description(offer)
+    chosen_index: int | None = None
+    codec: RtpMap | None = None
+    profiles: list[str] = []
+    offered: list[str] = []
+    for index, media in enumerate(parsed.media):
+        if media.media != "audio" or media.port == 0:
+            continue
+        if media.proto.upper() != PROFILE:
+            profiles.append(media.proto)
+            continue
+        codecs = media.codecs()
+        offered += [f"{c.encoding}/{c.clock_rate}" for c in codecs] or list(media.formats)
+        codec = _pick_codec(media, supported)
+        if codec is not None:
+            chosen_index = index
+            break
+    if chosen_index is None or codec is None:
+        if profiles and not offered:
+            raise UnsupportedProfile(f"audio offered only with {', '.join(profiles)}, not RTP/AVP")
+        if not offered:
+            raise NoCommonCodec("the offer has no active audio stream")
+        raise NoCommonCodec(
+            f"no common codec: offered {', '.join(offered)}; we support {', '.join(supported)}"
+        )
+    media = parsed.media[chosen_index]
+    event = _pick_telephone_event(media, codec.clock_rate)
+    remote_direction = _remote_direction(parsed, media)
+    ours = remote_direction.reversed().restricted(direction)
+    connection = parsed.media_connection(media)
+
+    formats = [str(codec.payload_type)]
+    attributes = [Attribute("rtpmap", codec.serialize())]
+    if event is not None:
+        formats.append(str(event.payload_type))
+        attributes += [
+            Attribute("rtpmap", event.serialize()),
+            Attribute("fmtp", f"{event.payload_type} {TELEPHONE_EVENTS}"),
+        ]
+    attributes += [Attribute("ptime", str(PTIME)), Attribute(ours.value)]
+    answer_media: list[MediaDescription] = []
+    for index, offered_media in enumerate(parsed.media):
+        if index == chosen_index:
+            answer_media.append(
+                MediaDescription(
+                    media="audio",
+                    port=media_port,
+                    proto=media.proto,
+                    formats=tuple(formats),
+                    attributes=tuple(attributes),
+                )
+            )
+        else:
+            # RFC 3264 §6: same number of m= lines; a rejected one has port 0 and keeps a format.
+            answer_media.append(
+                MediaDescription(
+                    media=offered_media.media,
+                    port=0,
+                    proto=offered_media.proto,
+                    formats=offered_media.formats[:1] or ("0",),
+                )
+            )
+    answer = SessionDescription(
+        origin=_local_origin(media_ip, session_id, session_version),
+        session_name="byeline",
+        connection=Connection.for_ip(media_ip),
+        media=tuple(answer_media),
+    )
+    return Negotiated(
+        codec=codec.encoding,
+        payload_type=codec.payload_type,
+        clock_rate=codec.clock_rate,
+        telephone_event_pt=event.payload_type if event is not None else None,
+        remote_rtp=(connection.host, media.port),
+        direction=ours,
+        on_hold=not remote_direction.receives,
+        sdp=answer.serialize(),
+        remote_ptime=media.ptime,
+    )
+
+
+def _offer_description(
+    media_ip: str,
+    media_port: int,
+    *,
+    session_id: int,
+    session_version: int,
+    supported: Sequence[str],
+    telephone_event_pt: int | None,
+    direction: Direction,
+) -> SessionDescription:
+    _check_port(media_port)
+    formats: list[str] = []
+    attributes: list[Attribute] = []
+    for name in supported:
+        pt = _STATIC_BY_NAME.get(name.upper())
+        if pt is None:
+            raise ValueError(f"cannot offer {name!r}: not a static payload type we know")
+        _, rate = STATIC_PAYLOAD_TYPES[pt]
+        formats.append(str(pt))
+        attributes.append(Attribute("rtpmap", RtpMap(pt, name.upper(), rate).serialize()))
+    if not formats:
+        raise ValueError("at least one codec must be offered")
+    if telephone_event_pt is not None:
+        if not 96 <= telephone_event_pt <= 127:
+            raise ValueError(
+                f"telephone-event needs a dynamic payload type, not {telephone_event_pt}"
+            )
+        formats.append(str(telephone_event_pt))
+        attributes += [
+            Attribute("rtpmap", RtpMap(telephone_event_pt, "telephone-event", 8000).serialize()),
+            Attribute("fmtp", f"{telephone_event_pt} {TELEPHONE_EVENTS}"),
+        ]
+    attributes += [Attribute("ptime", str(PTIME)), Attribute(direction.value)]
+    return SessionDescription(
+        origin=_local_origin(media_ip, session_id, session_version),
+        session_name="byeline",
+        connection=Connection.for_ip(media_ip),
+        media=(
+            MediaDescription(
+                media="audio",
+                port=media_port,
+                proto=PROFILE,
+                formats=tuple(formats),
+                attributes=tuple(attributes),
+            ),
+        ),
+    )
+
+
+def create_offer(
+    media_ip: str,
+    media_port: int,
+    *,
+    session_id: int,
+    session_version: int,
+    supported: Sequence[str] = ("PCMU", "PCMA"),
+    telephone_event_pt: int | None = 101,
+    direction: Direction = Direction.SENDRECV,
+) -> bytes:
+    """Build our SDP offer: one audio stream, the ``supported`` codecs in order, telephone-event.
+
+    Used for the late-offer case (INVITE without SDP: the offer goes in the 200 OK) and for our
+    own re-INVITEs (``direction=SENDONLY`` to hold).
+    """
+    return _offer_description(
+        media_ip,
+        media_port,
+        session_id=session_id,
+        session_version=session_version,
+        supported=supported,
+        telephone_event_pt=telephone_event_pt,
+        direction=direction,
+    ).serialize()
+
+
+def accept_answer(
+    offer_we_sent: bytes | str | SessionDescription,
+    answer: bytes | str | SessionDescription,
+) -> Negotiated:
+    """Read the peer's answer to our offer (RFC 3264 §7), e.g. the SDP in the ACK.
+
+    The codec is the first of the answer's formats that we offered (the answerer's preference).
+    Raises :class:`NoCommonCodec` if the audio stream was rejected or carries none of our codecs,
+    :class:`UnsupportedProfile` if the answer changed the profile, ValueError if malformed or if
+    the answer does not have one ``m=`` line per offered one.
+    """
+    ours = _as_description(offer_we_sent)
+    theirs = _as_description(answer)
+    if len(theirs.media) != len(ours.media):
+        raise ValueError(
+            f"answer has {len(theirs.media)} m= lines, the offer had {len(ours.media)}"
+        )
+    for our_media, their_media in zip(ours.media, theirs.media, strict=True):
+        if our_media.media != "audio" or our_media.port == 0:
+            continue
+        if their_media.port == 0:
+            raise NoCommonCodec("the answer rejected the audio stream")
+        if their_media.proto.upper() != our_media.proto.upper():
+            raise UnsupportedProfile(
+                f"answer uses {their_media.proto} for an {our_media.proto} offer"
+            )
+        offered = [c.encoding for c in our_media.codecs() if c.encoding != "telephone-event"]
+        codec = _pick_codec(their_media, offered)
+        if codec is None:
+            raise NoCommonCodec(f"the answer has none of the offered codecs {', '.join(offered)}")
+        event = _pick_telephone_event(their_media, codec.clock_rate)
+        if event is not None and _pick_telephone_event(our_media, codec.clock_rate) is None:
+            event = None
+        remote_direction = _remote_direction(theirs, their_media)
+        our_direction = (our_media.direction or ours.direction or Direction.SENDRECV).restricted(
+            remote_direction.reversed()
+        )
+        return Negotiated(
+            codec=codec.encoding,
+            payload_type=codec.payload_type,
+            clock_rate=codec.clock_rate,
+            telephone_event_pt=event.payload_type if event is not None else None,
+            remote_rtp=(theirs.media_connection(their_media).host, their_media.port),
+            direction=our_direction,
+            on_hold=not remote_direction.receives,
+            sdp=theirs.serialize(),
+            remote_ptime=their_media.ptime,
+        )
+    raise NoCommonCodec("our offer has no active audio stream")
+
+
+# -- one dialog's media --------------------------------------------------------------------------
+
+
+def _without_origin(sdp: bytes) -> list[bytes]:
+    return [line for line in sdp.split(b"\r\n") if not line.startswith(b"o=")]
+
+
+class MediaSession:
+    """Our SDP side of one dialog: keeps ``o=`` session id and version across re-INVITEs.
+
+    RFC 3264 §8: every SDP we send in the dialog has the same session id; the version goes up by
+    one exactly when the SDP differs from the previous one we sent (a session refresh re-INVITE
+    gets the same version back). :meth:`hold` and :meth:`resume` build our re-offers; while we
+    hold, answers to the peer's offers stay sendonly.
+    """
+
+    def __init__(
+        self,
+        media_ip: str,
+        media_port: int,
+        *,
+        session_id: int | None = None,
+        session_version: int = 0,
+        supported: Sequence[str] = ("PCMU", "PCMA"),
+        telephone_event_pt: int | None = 101,
+    ) -> None:
+        Connection.for_ip(media_ip)
+        if session_id is None:
+            # RFC 4566 §5.2 only asks for a unique number; random beats a clock here.
+            session_id = int.from_bytes(os.urandom(6), "big")
+        _check_port(media_port)
+        self.media_ip = media_ip
+        self.media_port = media_port
+        self.session_id = session_id
+        self.supported = tuple(supported)
+        self.telephone_event_pt = telephone_event_pt
+        self._version = session_version
+        self._last_sent: bytes | None = None
+        self._pending_offer: bytes | None = None
+        self._holding = False
+        #: The outcome of the last completed exchange, if any.
+        self.negotiated: Negotiated | None = None
+
+    @property
+    def session_version(self) -> int:
+        """The version in the ``o=`` line of the last SDP we sent (or will send first)."""
+        return self._version
+
+    @property
+    def local_sdp(self) -> bytes | None:
+        """The last SDP body we produced, offer or answer."""
+        return self._last_sent
+
+    @property
+    def holding(self) -> bool:
+        """Whether we have put the peer on hold (our last offer was sendonly)."""
+        return self._holding
+
+    def _stamp(self, build: Callable[[int], bytes]) -> bytes:
+        sdp = build(self._version)
+        if self._last_sent is not None and _without_origin(sdp) != _without_origin(self._last_sent):
+            self._version += 1
+            sdp = build(self._version)
+        self._last_sent = sdp
+        return sdp
+
+    def answer(self, offer: bytes | str | SessionDescription) -> Negotiated:
+        """Answer the peer's offer (initial INVITE or re-INVITE); see :func:`answer_offer`."""
+        wish = Direction.SENDONLY if self._holding else Direction.SENDRECV
+        result: list[Negotiated] = []
+
+        def build(version: int) -> bytes:
+            result[:] = [
+                answer_offer(
+                    offer,
+                    media_ip=self.media_ip,
+                    media_port=self.media_port,
+                    supported=self.supported,
+                    session_id=self.session_id,
+                    session_version=version,
+                    direction=wish,
+                )
+            ]
+            return result[0].sdp
+
+        self._stamp(build)
+        self._pending_offer = None
+        self.negotiated = result[0]
+        return result[0]
+
+    def offer(self, direction: Direction = Direction.SENDRECV) -> bytes:
+        """Our offer (late offer in a 200 OK, or our re-INVITE); the answer goes to
+        :meth:`accept_answer`."""
+
+        def build(version: int) -> bytes:
+            return create_offer(
+                self.media_ip,
+                self.media_port,
+                session_id=self.session_id,
+                session_version=version,
+                supported=self.supported,
+                telephone_event_pt=self.telephone_event_pt,
+                direction=direction,
+            )
+
+        self._pending_offer = self._stamp(build)
+        return self._pending_offer
+
+    def hold(self) -> bytes:
+        """Offer to put the peer on hold (sendonly, RFC 3264 §8.4)."""
+        self._holding = True
+        return self.offer(Direction.SENDONLY)
+
+    def resume(self) -> bytes:
+        """Offer to take the peer off hold (sendrecv)."""
+        self._holding = False
+        return self.offer(Direction.SENDRECV)
+
+    def accept_answer(self, answer: bytes | str | SessionDescription) -> Negotiated:
+        """Read the peer's answer to our last offer; see :func:`accept_answer`."""
+        if self._pending_offer is None:
+            raise ValueError("no offer of ours is waiting for an answer")
+        result = accept_answer(self._pending_offer, answer)
+        self._pending_offer = None
+        self.negotiated = result
+        return result

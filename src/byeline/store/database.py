@@ -1,0 +1,62 @@
+"""Open the store's database: URL normalisation and the SQLite connection settings."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import sqlalchemy as sa
+from sqlalchemy import event
+
+#: Backends the writer's upsert supports.
+SUPPORTED_BACKENDS: Final = frozenset({"sqlite", "postgresql"})
+
+#: Default for ``PRAGMA busy_timeout``: how long SQLite waits on another writer's lock.
+DEFAULT_BUSY_TIMEOUT: Final = 5.0
+
+
+def database_url(target: str) -> sa.URL:
+    """Turn ``target`` into a SQLAlchemy URL.
+
+    A string with ``://`` is a SQLAlchemy URL (``sqlite:///calls.db``,
+    ``postgresql+psycopg://user@host/db``); anything else is a SQLite file path
+    (``./byeline.db`` becomes ``sqlite:///./byeline.db``). In-memory SQLite is refused: the writer
+    thread and the readers use separate connections, which would each see a different database.
+    """
+    if not target:
+        raise ValueError("database: empty URL or path")
+    url = sa.make_url(target) if "://" in target else sa.URL.create("sqlite", database=target)
+    backend = url.get_backend_name()
+    if backend not in SUPPORTED_BACKENDS:
+        raise ValueError(
+            f"database: unsupported backend {backend!r} in {target!r} "
+            f"(use one of {', '.join(sorted(SUPPORTED_BACKENDS))})"
+        )
+    if backend == "sqlite" and (
+        url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
+    ):
+        raise ValueError(f"database: in-memory SQLite is not supported ({target!r}); use a file")
+    return url
+
+
+def create_store_engine(url: sa.URL, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> sa.Engine:
+    """Create the engine; SQLite connections get WAL, ``synchronous=NORMAL`` and a busy timeout.
+
+    WAL lets readers (API, CLI) run while the writer commits; ``synchronous=NORMAL`` in WAL mode
+    keeps the database consistent on power loss and costs no fsync per commit (a crash of the OS
+    may lose the last transactions, a crash of the process loses nothing committed).
+    """
+    engine = sa.create_engine(url)
+    if engine.dialect.name == "sqlite":
+        timeout_ms = int(busy_timeout * 1000)
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            try:
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA synchronous=NORMAL")
+                cursor.execute(f"PRAGMA busy_timeout={timeout_ms}")
+            finally:
+                cursor.close()
+
+    return engine
