@@ -36,6 +36,7 @@ class DtmfMenuAgent:
 
         await self._prompt(call, self.routes.greeting.prompt)
         attempts = 0
+        pressed = False
         while attempts < self.routes.max_attempts:
             attempts += 1
             try:
@@ -57,6 +58,7 @@ class DtmfMenuAgent:
                     ended_by=EndedBy.TIMEOUT,
                 )
                 return
+            pressed = True
             route = self.routes.by_dtmf(value)
             if route is not None:
                 await self._decide(call, route, InputMode.DTMF, attempts, route.name)
@@ -64,7 +66,10 @@ class DtmfMenuAgent:
             log.info("%s: key %r matches no route (attempt %d)", call.call_id, value, attempts)
             if attempts < self.routes.max_attempts:
                 await self._prompt(call, self.routes.greeting.prompt)
-        await self._decide(call, self.routes.fallback, InputMode.NONE, attempts, "no_match")
+        mode = InputMode.DTMF if pressed else InputMode.NONE
+        await self._decide(
+            call, self.routes.fallback, mode, attempts, "no_match" if pressed else "no_input"
+        )
 
     async def _decide(
         self,
