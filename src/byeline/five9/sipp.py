@@ -54,10 +54,7 @@ def scenario_text(name: str) -> str:
 def render_scenario(name: str, directory: Path, *, pcap: Path | None = None) -> Path:
     """Write the scenario ``name`` into ``directory``, with ``pcap`` played or no playback."""
     text = scenario_text(name)
-    if pcap is None:
-        text = _PLAY_BLOCK.sub("", text)
-    else:
-        text = text.replace("[$pcap]", str(pcap))
+    text = _PLAY_BLOCK.sub("", text) if pcap is None else text.replace("[$pcap]", str(pcap))
     suffix = f"_{pcap.stem}" if pcap is not None else ""
     path = directory / f"{name}{suffix}.xml"
     path.write_text(text, "utf-8")
