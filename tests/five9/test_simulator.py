@@ -15,7 +15,6 @@ from byeline.config import ServeConfig
 from byeline.five9.script import ScriptError, parse_script
 from byeline.five9.simulator import CallFailed, CallPlan, HangUp, Press, Wait, place_call
 from byeline.five9.variables import FromIVA, default_call_variables, merge_call_variables
-from byeline.store import CallStore
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "src" / "byeline" / "examples"
