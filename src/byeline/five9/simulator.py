@@ -128,11 +128,19 @@ class CallOutcome:
     answer_ms: float | None = None
     first_agent_audio_ms: float | None = None
     bye_ms: float | None = None
+    last_input_ms: float | None = None  # when the caller's last key or speech ended
     sip_call_id: str = ""
     rtp_received: int = 0
     rtp_lost: int = 0
     rtp_jitter_ms: float = 0.0
     error: str | None = None
+
+    @property
+    def handback_ms(self) -> float | None:
+        """From the caller's last input to the agent's BYE."""
+        if self.hung_up_by != "agent" or self.bye_ms is None or self.last_input_ms is None:
+            return None
+        return self.bye_ms - self.last_input_ms
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -149,6 +157,8 @@ class CallOutcome:
                 "answer": _r(self.answer_ms),
                 "first_agent_audio": _r(self.first_agent_audio_ms),
                 "bye": _r(self.bye_ms),
+                "last_input": _r(self.last_input_ms),
+                "handback": _r(self.handback_ms),
             },
             "rtp": {
                 "received": self.rtp_received,
@@ -528,16 +538,20 @@ class Five9Call:
             if isinstance(action, Wait):
                 await asyncio.sleep(action.seconds)
             elif isinstance(action, Press):
-                for digit in action.digits:
+                for i, digit in enumerate(action.digits):
                     if self._media is not None:
                         self._media.send_dtmf(digit, 100)
-                    await asyncio.sleep(0.25)
+                    self.outcome.last_input_ms = self._ms()
+                    if i < len(action.digits) - 1:
+                        await asyncio.sleep(0.25)
             elif isinstance(action, Play):
                 await self._play(load_wav_8k(action.path))
+                self.outcome.last_input_ms = self._ms()
             elif isinstance(action, Say):
                 from .voice import synthesize
 
                 await self._play(await asyncio.to_thread(synthesize, action.text, plan.voice))
+                self.outcome.last_input_ms = self._ms()
             elif isinstance(action, HangUp):
                 self.outcome.hung_up_by = "caller"
                 self.outcome.bye_ms = self._ms()
