@@ -15,7 +15,7 @@ import secrets
 from dataclasses import dataclass, field
 
 from .grammar import BRANCH_COOKIE
-from .message import Headers, Request, Response, header_tag, parse_address
+from .message import Headers, Request, Response, header_tag
 from .transaction import TimerConfig, Transmit
 
 REASONS = {
@@ -59,6 +59,10 @@ def new_branch() -> str:
     return BRANCH_COOKIE + secrets.token_hex(8)
 
 
+# Requests whose 1xx (other than 100) and 2xx responses create a dialog.
+_DIALOG_CREATING = frozenset({"INVITE", "SUBSCRIBE", "REFER"})
+
+
 def make_response(
     request: Request,
     status: int,
@@ -72,6 +76,9 @@ def make_response(
 
     ``to_tag`` is added to To unless the request already carries one (a
     request inside a dialog) or the status is 100 (§8.2.6.2: never on 100).
+    A 101-299 response to a dialog-creating request carries the request's
+    Record-Route lines, in order (§12.1.1), so that the peer's route set holds
+    the proxies that asked to stay on the path.
     """
     h = Headers()
     for via in request.headers.getall("Via"):
@@ -83,6 +90,9 @@ def make_response(
     h.add("To", to)
     h.add("Call-ID", request.headers.get("Call-ID") or "")
     h.add("CSeq", request.headers.get("CSeq") or "")
+    if request.method in _DIALOG_CREATING and 100 < status < 300:
+        for record_route in request.headers.getall("Record-Route"):
+            h.add("Record-Route", record_route)
     if request.headers.get("Timestamp") and status == 100:
         h.add("Timestamp", request.headers.get("Timestamp") or "")
     for name, value in headers or ():
@@ -114,10 +124,7 @@ class Dialog:
     @classmethod
     def from_invite(cls, invite: Request, local_tag: str, local_cseq: int = 1) -> Dialog:
         """The UAS dialog created by our 2xx to ``invite`` (§12.1.1)."""
-        contact = invite.headers.get("Contact")
-        target = invite.uri
-        if contact:
-            target = str(parse_address(contact.split(",")[0]).uri)
+        target = _contact_uri(invite) or invite.uri
         return cls(
             call_id=invite.call_id,
             local_tag=local_tag,
@@ -134,8 +141,7 @@ class Dialog:
     @classmethod
     def from_response(cls, invite: Request, response: Response) -> Dialog:
         """The UAC dialog created by a 2xx to our ``invite`` (§12.1.2)."""
-        contact = response.headers.get("Contact")
-        target = str(parse_address(contact.split(",")[0]).uri) if contact else invite.uri
+        target = _contact_uri(response) or invite.uri
         return cls(
             call_id=invite.call_id,
             local_tag=invite.from_tag or "",
@@ -177,18 +183,19 @@ class Dialog:
             cseq = self.local_cseq
         uri = self.remote_target
         routes = list(self.route_set)
-        if routes and ";lr" not in routes[0].lower():
+        if routes and not _is_loose_route(routes[0]):
             # Strict routing: the first route becomes the Request-URI and the
             # remote target goes last in the Route header.
-            uri = str(parse_address(routes[0]).uri)
+            uri = name_addr_uri(routes[0])
             routes = [*routes[1:], f"<{self.remote_target}>"]
         h = Headers()
         h.add("Via", via)
         h.add("Max-Forwards", "70")
         for r in routes:
             h.add("Route", r)
-        h.add("From", f"{self.local_uri};tag={self.local_tag}")
-        h.add("To", f"{self.remote_uri};tag={self.remote_tag}")
+        # An empty tag (an RFC 2543 peer sent none) gives no tag parameter (§12.2.1.1).
+        h.add("From", _with_tag(self.local_uri, self.local_tag))
+        h.add("To", _with_tag(self.remote_uri, self.remote_tag))
         h.add("Call-ID", self.call_id)
         h.add("CSeq", f"{cseq} {method}")
         if contact:
@@ -204,15 +211,59 @@ class Dialog:
                 return False
         except KeyError:
             return False
+        # A missing tag (RFC 2543 peer) is the empty tag the dialog was built with.
+        from_tag, to_tag = message.from_tag or "", message.to_tag or ""
         if isinstance(message, Request):
-            return message.from_tag == self.remote_tag and message.to_tag == self.local_tag
-        return message.from_tag == self.local_tag and message.to_tag == self.remote_tag
+            return from_tag == self.remote_tag and to_tag == self.local_tag
+        return from_tag == self.local_tag and to_tag == self.remote_tag
+
+
+def name_addr_uri(value: str) -> str:
+    """The URI of a name-addr or addr-spec value (Contact, Route), as written.
+
+    Inside ``<...>`` the URI is taken whole; a bare addr-spec ends at the first
+    ``;``, since the parameters after it belong to the header (§20.10).  Quoted
+    display names may hold ``<`` and ``,``.  An unclosed ``<`` takes the rest.
+    """
+    quoted = escaped = False
+    for i, ch in enumerate(value):
+        if escaped:
+            escaped = False
+        elif quoted:
+            if ch == "\\":
+                escaped = True
+            elif ch == '"':
+                quoted = False
+        elif ch == '"':
+            quoted = True
+        elif ch == "<":
+            close = value.find(">", i + 1)
+            return value[i + 1 : close if close >= 0 else len(value)].strip()
+    return value.split(";", 1)[0].strip()
+
+
+def _contact_uri(message: Request | Response) -> str:
+    """The first Contact's URI, or "" when there is none."""
+    contacts = message.headers.values("Contact")
+    return name_addr_uri(contacts[0]) if contacts else ""
+
+
+def _is_loose_route(route: str) -> bool:
+    """True when the route's URI has the ``lr`` parameter (§19.1.1, §16.12.1.1)."""
+    uri = name_addr_uri(route).split("?", 1)[0]
+    host_and_params = uri.rsplit("@", 1)[-1]  # the user part may hold ';' (RFC 4475 §3.1.1.9)
+    return any(p.split("=", 1)[0].strip().lower() == "lr" for p in host_and_params.split(";")[1:])
+
+
+def _with_tag(uri: str, tag: str) -> str:
+    return f"{uri};tag={tag}" if tag else uri
 
 
 def _strip_tag(value: str) -> str:
     gt = value.rfind(">")
     head, tail = (value[: gt + 1], value[gt + 1 :]) if gt >= 0 else ("", value)
-    params = [p for p in tail.split(";") if p and not p.strip().lower().startswith("tag=")]
+    params = [p.strip() for p in tail.split(";")]
+    params = [p for p in params if p and p.split("=", 1)[0].strip().lower() != "tag"]
     if not head:
         return ";".join(params)
     return head + "".join(f";{p}" for p in params)

@@ -15,14 +15,25 @@ TOKEN = re.compile(rf"[{TOKEN_CHARS}]+")
 # Method = INVITEm / ACKm / ... / extension-method ; extension-method = token
 METHOD = TOKEN
 
-# SIP-Version = "SIP" "/" 1*DIGIT "." 1*DIGIT  (case-insensitive per RFC 3261 §7.1)
-SIP_VERSION = re.compile(r"SIP/(\d+)\.(\d+)", re.IGNORECASE)
+# SIP-Version = "SIP" "/" 1*DIGIT "." 1*DIGIT  (case-insensitive per RFC 3261 §7.1).
+# DIGIT is ASCII only: ``\d`` would also take Arabic-Indic and other Unicode digits.
+SIP_VERSION = re.compile(r"SIP/([0-9]+)\.([0-9]+)", re.IGNORECASE)
 
-# Request-Line = Method SP Request-URI SP SIP-Version
-REQUEST_LINE = re.compile(rf"([{TOKEN_CHARS}]+) (\S+) (SIP/\d+\.\d+)", re.IGNORECASE)
+# Request-Line = Method SP Request-URI SP SIP-Version.  Runs of SP between the
+# elements and trailing SP are tolerated (RFC 4475 §3.1.2.9, §3.1.2.10 allow it);
+# :func:`split_request_line` does the split without a backtracking regex (a
+# request line may be 64 KiB of spaces), and the Request-URI is checked on its own
+# (REQUEST_URI) so that a bad one is still a request that can be answered with 400.
+REQUEST_LINE = re.compile(rf"([{TOKEN_CHARS}]+) (\S+) (SIP/[0-9]+\.[0-9]+)", re.IGNORECASE)
 
-# Status-Line = SIP-Version SP Status-Code SP Reason-Phrase
-STATUS_LINE = re.compile(r"(SIP/\d+\.\d+) (\d{3}) ?(.*)", re.IGNORECASE)
+# Request-URI = SIP-URI / SIPS-URI / absoluteURI: a scheme, a colon, no whitespace
+# (RFC 4475 §3.1.2.7 "<sip:...>" and §3.1.2.8 embedded LWS are refused).
+REQUEST_URI = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*:[^\s<>]+")
+
+# Status-Line = SIP-Version SP Status-Code SP Reason-Phrase; exactly three
+# digits (RFC 4475 §3.1.2.19: "4294967301" is not 429 with reason "4967301").
+# A missing SP before an empty reason is tolerated.
+STATUS_LINE = re.compile(r"(SIP/[0-9]+\.[0-9]+) ([0-9]{3})(?: (.*))?", re.IGNORECASE)
 
 # message-header: header-name HCOLON header-value; HCOLON = *( SP / HTAB ) ":" SWS
 HEADER_LINE = re.compile(rf"([{TOKEN_CHARS}]+)[ \t]*:[ \t]*(.*)", re.DOTALL)
@@ -39,3 +50,16 @@ BRANCH_COOKIE = "z9hG4bK"
 def is_token(value: str) -> bool:
     """True when ``value`` is an RFC 3261 token (a valid header name or method)."""
     return TOKEN.fullmatch(value) is not None
+
+
+def split_request_line(line: str) -> tuple[str, str, str] | None:
+    """``(method, request_uri, version)`` of a request line, or None if it is not one.
+
+    The Request-URI is returned as found between method and version (outer SP
+    removed); it may still be malformed: check it with :data:`REQUEST_URI`.
+    """
+    parts = line.rstrip(" ").split(" ")
+    if len(parts) < 3 or not is_token(parts[0]) or SIP_VERSION.fullmatch(parts[-1]) is None:
+        return None
+    uri = " ".join(parts[1:-1]).strip(" ")
+    return (parts[0], uri, parts[-1]) if uri else None

@@ -111,7 +111,8 @@ def canonical_name(name: str) -> str:
 def split_header_values(value: str) -> list[str]:
     """Split a comma-separated header value, respecting quotes and ``<...>``."""
     if "," not in value:
-        return [value.strip()]
+        stripped = value.strip()
+        return [stripped] if stripped else []
     parts: list[str] = []
     depth = 0
     quoted = False
@@ -138,6 +139,7 @@ def split_header_values(value: str) -> list[str]:
     return [p for p in parts if p]
 
 
+_LINE_BREAK = re.compile(r"[\r\n]")
 _TAG = re.compile(r";\s*tag\s*=\s*([^;,\s>]+)", re.IGNORECASE)
 _PARAM_BRANCH = re.compile(r";\s*branch\s*=\s*([^;,\s]+)", re.IGNORECASE)
 
@@ -273,10 +275,18 @@ class Message:
         raise NotImplementedError
 
     def _serialize(self, start_line: str) -> bytes:
+        if _LINE_BREAK.search(start_line):
+            raise ValueError(f"line break in start line {start_line!r}")
         lines = [start_line]
         for name, value in self.headers:
             if name == "Content-Length":
                 continue
+            # A CR or LF would end the header line early and let the rest of the
+            # value be read as headers of its own (header injection).
+            if not grammar.is_token(name):
+                raise ValueError(f"header name {name!r} is not a token")
+            if _LINE_BREAK.search(value):
+                raise ValueError(f"line break in the value of header {name}")
             lines.append(f"{name}: {value}")
         lines.append(f"Content-Length: {len(self.body)}")
         return ("\r\n".join(lines) + "\r\n\r\n").encode() + self.body
@@ -319,12 +329,30 @@ class Response(Message):
 def parse_cseq(value: str) -> tuple[int, str]:
     """Parse ``CSeq: 1 INVITE`` into ``(1, "INVITE")``; ValueError when malformed."""
     parts = value.split()
-    if len(parts) != 2 or not parts[0].isdigit() or not grammar.is_token(parts[1]):
+    if len(parts) != 2 or not _DIGITS.fullmatch(parts[0]) or not grammar.is_token(parts[1]):
         raise ValueError(f"malformed CSeq {value!r}")
-    number = int(parts[0])
-    if number >= 2**31:
+    number = _bounded_int(parts[0], 2**31 - 1)
+    if number is None:
         raise ValueError(f"CSeq number out of range in {value!r}")
     return number, parts[1]
+
+
+# ASCII digits only: str.isdigit() also takes "²" and "٣", which int() then refuses
+# or reads as a number no SIP peer meant.
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def _bounded_int(digits: str, limit: int) -> int | None:
+    """``int(digits)`` when it is at most ``limit``, else None.
+
+    Checks the length first: ``int()`` of a 5000-digit string raises ValueError
+    (CPython's int_max_str_digits) and costs time on the way.
+    """
+    significant = digits.lstrip("0") or "0"
+    if len(significant) > len(str(limit)):
+        return None
+    number = int(significant)
+    return number if number <= limit else None
 
 
 def header_tag(value: str | None) -> str | None:
@@ -353,98 +381,118 @@ def parse_via(value: str) -> Via:
 
 _REQUIRED = ("Via", "From", "To", "Call-ID", "CSeq")
 
+# Headers that may appear once only (RFC 3261 §7.3.1, RFC 4475 §3.3.8) among those
+# we echo or act on: a second line would leave the response ambiguous.
+_SINGLE = ("From", "To", "Call-ID", "CSeq")
+
+# The end of the header block: the first empty line, CRLF or bare LF (§7.5 asks
+# for tolerance of bare LF; a mixed message is taken as well).
+_HEAD_END = re.compile(rb"\r?\n\r?\n")
+
 
 def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
     """Parse one SIP message.
 
     Over a datagram the body is what follows the headers, cut to Content-Length
     (RFC 3261 §18.3: a longer datagram is truncated, a shorter one is an error).
-    Raises :class:`SipParseError` with a precise reason.
+    Raises :class:`SipParseError` with a precise reason; for a request whose
+    start line could be read, ``partial`` carries the headers read before the
+    fault so that a ``400`` (or ``505``) can be formed.
     """
     if len(data) > MAX_MESSAGE_SIZE:
         raise SipParseError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE_SIZE}")
     data = data.lstrip(b"\r\n")
-    end = data.find(b"\r\n\r\n")
-    sep = 4
-    if end < 0:
-        # Tolerate bare-LF messages (RFC 3261 §7.5 asks implementations to).
-        end = data.find(b"\n\n")
-        sep = 2
-        if end < 0:
-            raise SipParseError("no blank line after the headers")
+    fault: str | None = None
+    end = _HEAD_END.search(data)
+    if end is None:
+        # Still read what is there: a request that only lacks the blank line
+        # (RFC 4475 §3.1.2.15's archive copy) can be answered with 400.
+        head_bytes, body = data, b""
+        fault = "no blank line after the headers"
+    else:
+        head_bytes, body = data[: end.start()], data[end.end() :]
     try:
-        head = data[:end].decode("utf-8")
+        head = head_bytes.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise SipParseError(f"header bytes are not UTF-8 at offset {exc.start}") from None
-    body = data[end + sep :]
 
-    raw_lines = head.replace("\r\n", "\n").split("\n")
+    raw_lines = [line[:-1] if line.endswith("\r") else line for line in head.split("\n")]
+    if fault is not None:
+        while raw_lines and not raw_lines[-1]:
+            raw_lines.pop()
+        if not raw_lines:
+            raise SipParseError("empty message")
     start = raw_lines[0]
+    if "\r" in start:
+        raise SipParseError(f"bare CR in start line {start[:80]!r}")
     msg: Request | Response
-    m = grammar.REQUEST_LINE.fullmatch(start)
-    if m:
-        msg = Request(method=m.group(1), uri=m.group(2), version=m.group(3))
+    request_line = grammar.split_request_line(start)
+    if request_line is not None:
+        method, uri, version = request_line
+        msg = Request(method=method, uri=uri, version=version)
+        if grammar.REQUEST_URI.fullmatch(uri) is None:
+            fault = f"malformed Request-URI {uri[:80]!r}"
     else:
         m = grammar.STATUS_LINE.fullmatch(start)
         if not m:
             raise SipParseError(f"malformed start line {start[:80]!r}")
-        msg = Response(status=int(m.group(2)), reason=m.group(3), version=m.group(1))
+        msg = Response(status=int(m.group(2)), reason=m.group(3) or "", version=m.group(1))
         if not 100 <= msg.status <= 699:
             raise SipParseError(f"status code {msg.status} out of range")
+    partial = msg if isinstance(msg, Request) else None
 
     # Unfold continuation lines (§7.3.1) and split name: value.
     items: list[tuple[str, str]] = []
-    fault: str | None = None
     for line in raw_lines[1:]:
+        if "\r" in line:
+            fault = fault or f"bare CR in header line {line[:60]!r}"
+            break
         if line[:1] in (" ", "\t"):
             if not items:
-                fault = "continuation line before any header"
+                fault = fault or "continuation line before any header"
                 break
             name, value = items[-1]
             items[-1] = (name, f"{value} {line.strip()}".strip())
             continue
         hm = grammar.HEADER_LINE.fullmatch(line)
         if hm is None:
-            fault = f"malformed header line {line[:60]!r}"
+            fault = fault or f"malformed header line {line[:60]!r}"
             break
         items.append((hm.group(1), hm.group(2).strip()))
     msg.headers = Headers(items)
 
-    if fault is not None:
-        raise SipParseError(fault, msg if isinstance(msg, Request) else None)
-
     major_minor = grammar.SIP_VERSION.fullmatch(msg.version)
     if major_minor is None or (major_minor.group(1), major_minor.group(2)) != ("2", "0"):
-        raise SipParseError(
-            f"unsupported version {msg.version}",
-            msg if isinstance(msg, Request) else None,
-            505,
-        )
-    partial = msg if isinstance(msg, Request) else None
+        raise SipParseError(f"unsupported version {msg.version}", partial, 505)
+    if fault is not None:
+        raise SipParseError(fault, partial)
     for name in _REQUIRED:
-        if msg.headers.get(name) is None:
+        if not msg.headers.values(name):
             raise SipParseError(f"missing {name} header", partial)
+    for name in _SINGLE:
+        if len(msg.headers.getall(name)) > 1:
+            raise SipParseError(f"more than one {name} header", partial)
     try:
         _number, method = msg.cseq
     except ValueError as exc:
         raise SipParseError(str(exc), partial) from None
-    if isinstance(msg, Request) and method != msg.method and msg.method != "ACK":
-        # An ACK for a 2xx carries the INVITE's CSeq number with method ACK; any
-        # request whose CSeq method differs from its own is malformed (RFC 4475 §3.1.2.17).
+    if isinstance(msg, Request) and method != msg.method:
+        # The CSeq method is the request's own, ACK and CANCEL included
+        # (§8.1.1.5, §17.1.1.3; RFC 4475 §3.1.2.17).
         raise SipParseError(f"CSeq method {method} does not match {msg.method}", partial)
-    if isinstance(msg, Request) and msg.method == "ACK" and method != "ACK":
-        raise SipParseError(f"CSeq method {method} does not match ACK", partial)
 
     lengths = msg.headers.getall("Content-Length")
     if lengths:
-        if len(set(lengths)) > 1:
+        if not all(_DIGITS.fullmatch(v) for v in lengths):
+            bad = next(v for v in lengths if not _DIGITS.fullmatch(v))
+            raise SipParseError(f"malformed Content-Length {bad!r}", partial)
+        values = {_bounded_int(v, MAX_MESSAGE_SIZE) for v in lengths}
+        if len(values) > 1:
             raise SipParseError("conflicting Content-Length headers", partial)
-        if not lengths[0].isdigit():
-            raise SipParseError(f"malformed Content-Length {lengths[0]!r}", partial)
-        length = int(lengths[0])
-        if length > len(body):
+        length = values.pop()
+        if length is None or length > len(body):
             raise SipParseError(
-                f"Content-Length {length} exceeds the {len(body)} body bytes", partial
+                f"Content-Length {lengths[0]} exceeds the {len(body)} body bytes", partial
             )
         body = body[:length]
     elif stream:
@@ -453,13 +501,19 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
     return msg
 
 
+KEEPALIVE_PING = b"\r\n\r\n"
+"""The RFC 5626 §3.5.1 keepalive on a stream: a double CRLF, answered by one CRLF."""
+
+
 class StreamFramer:
     """Frame SIP messages from a byte stream (TCP/TLS) by Content-Length.
 
     Feed bytes with :meth:`feed`; iterate :meth:`messages` for every complete
-    message (raw bytes).  Leading CRLFs (RFC 5626 keepalives) are skipped.  A
-    framing fault raises :class:`SipParseError`; the connection should then be
-    closed, since the stream cannot be resynchronised.
+    message (raw bytes).  A double-CRLF keepalive ping (RFC 5626) is yielded as
+    :data:`KEEPALIVE_PING` so the receiver can answer it with a CRLF pong; other
+    CR/LF bytes between messages (pongs, stray line ends) are skipped.  A framing
+    fault raises :class:`SipParseError`; the connection should then be closed,
+    since the stream cannot be resynchronised.
     """
 
     __slots__ = ("_buf", "max_size")
@@ -473,36 +527,52 @@ class StreamFramer:
         self._buf += data
 
     def messages(self) -> Iterator[bytes]:
-        """Yield every complete message buffered so far."""
+        """Yield every complete message (or keepalive ping) buffered so far."""
         buf = self._buf
         while True:
-            # Skip keepalive CRLFs between messages.
+            if buf.startswith(KEEPALIVE_PING):
+                del buf[:4]
+                yield KEEPALIVE_PING
+                continue
+            if buf and KEEPALIVE_PING.startswith(buf):
+                return  # perhaps the start of a ping: wait for the rest
             i = 0
             while i < len(buf) and buf[i] in (0x0D, 0x0A):
                 i += 1
             if i:
                 del buf[:i]
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
+            end = _HEAD_END.search(buf)
+            if end is None:
                 if len(buf) > self.max_size:
                     raise SipParseError("headers exceed the maximum message size")
                 return
-            head = bytes(buf[:end])
-            length = _content_length(head)
-            if length is None:
-                raise SipParseError("Content-Length is required on a stream transport")
-            total = end + 4 + length
+            length = _content_length(bytes(buf[: end.start()]), self.max_size)
+            total = end.end() + length
             if total > self.max_size:
                 raise SipParseError(f"message of {total} bytes exceeds {self.max_size}")
             if len(buf) < total:
                 return
-            yield bytes(buf[:total])
+            message = bytes(buf[:total])
             del buf[:total]
+            yield message
 
 
-_CL_LINE = re.compile(rb"\r\n(?:content-length|l)[ \t]*:[ \t]*(\d+)[ \t]*(?=\r\n|$)", re.IGNORECASE)
+_CL_LINE = re.compile(rb"\n(?:content-length|l)[ \t]*:([^\n]*)", re.IGNORECASE)
 
 
-def _content_length(head: bytes) -> int | None:
-    m = _CL_LINE.search(head)
-    return int(m.group(1)) if m else None
+def _content_length(head: bytes, max_size: int) -> int:
+    """The Content-Length of a header block; SipParseError when absent or unusable."""
+    values = [v.strip(b" \t\r") for v in _CL_LINE.findall(head)]
+    if not values:
+        raise SipParseError("Content-Length is required on a stream transport")
+    lengths: set[int | None] = set()
+    for value in values:
+        if not value.isdigit():  # bytes.isdigit() is ASCII-only
+            raise SipParseError(f"malformed Content-Length {value[:20]!r}")
+        lengths.add(_bounded_int(value.decode("ascii"), max_size))
+    if len(lengths) > 1:
+        raise SipParseError("conflicting Content-Length headers")
+    length = lengths.pop()
+    if length is None:
+        raise SipParseError(f"Content-Length {values[0][:20]!r} exceeds {max_size}")
+    return length

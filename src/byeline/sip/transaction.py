@@ -233,15 +233,16 @@ class ServerInviteTransaction(Transaction):
         return []
 
     def _fire(self, name: str, now: float) -> list[Output]:
-        if name == "G" and self.state is State.COMPLETED and self._last is not None:
+        # G and H are armed only in Completed (with a final sent) and cancelled on
+        # the ACK; I only in Confirmed, L only in Accepted.
+        if name == "G":
+            assert self._last is not None
             self._g_interval = min(2 * self._g_interval, self.config.t2)
             self._timers.arm("G", now + self._g_interval)
             return [Transmit(self._last, retransmission=True)]
         if name == "H":
             return [TimedOut(), *self._terminate()]
-        if name in ("I", "L"):
-            return self._terminate()
-        return []
+        return self._terminate()  # I or L
 
 
 class ServerTransaction(Transaction):
@@ -281,9 +282,7 @@ class ServerTransaction(Transaction):
         return []
 
     def _fire(self, name: str, now: float) -> list[Output]:
-        if name == "J":
-            return self._terminate()
-        return []
+        return self._terminate()  # J, the only timer
 
 
 # --------------------------------------------------------------------------- client
@@ -328,7 +327,8 @@ class ClientTransaction(Transaction):
         return [Deliver(response)]
 
     def _fire(self, name: str, now: float) -> list[Output]:
-        if name == "E" and self.state in (State.TRYING, State.PROCEEDING):
+        # E and F live in Trying and Proceeding (cancelled by a final); K in Completed.
+        if name == "E":
             if self.state is State.PROCEEDING:
                 self._e_interval = self.config.t2
             else:
@@ -337,9 +337,7 @@ class ClientTransaction(Transaction):
             return [Transmit(self._data, retransmission=True)]
         if name == "F":
             return [TimedOut(), *self._terminate()]
-        if name == "K":
-            return self._terminate()
-        return []
+        return self._terminate()  # K
 
 
 class ClientInviteTransaction(Transaction):
@@ -407,12 +405,12 @@ class ClientInviteTransaction(Transaction):
         return Request(method="ACK", uri=invite.uri, headers=headers)
 
     def _fire(self, name: str, now: float) -> list[Output]:
-        if name == "A" and self.state is State.CALLING:
+        # A and B live in Calling only (any response cancels both); D in Completed,
+        # M in Accepted.
+        if name == "A":
             self._a_interval *= 2
             self._timers.arm("A", now + self._a_interval)
             return [Transmit(self._data, retransmission=True)]
-        if name == "B" and self.state is State.CALLING:
+        if name == "B":
             return [TimedOut(), *self._terminate()]
-        if name in ("D", "M"):
-            return self._terminate()
-        return []
+        return self._terminate()  # D or M
