@@ -19,6 +19,7 @@ from .edge.call import Call
 from .edge.server import EdgeConfig, SipEdge
 from .edge.trunk import DispatchRuleSet, TrunkSet, load_dispatch_rule, load_trunk
 from .net.sip_transport import ListenSpec
+from .sip.transaction import TimerConfig
 
 log = logging.getLogger("byeline")
 
@@ -69,6 +70,8 @@ def build_app(cfg: ServeConfig, *, store: Any = None) -> App:
         max_calls=cfg.max_calls,
         media_timeout=cfg.media_timeout,
         shutdown_grace=cfg.shutdown_grace,
+        answer_delay=cfg.answer_delay,
+        timers=TimerConfig(t1=cfg.sip_t1),
     )
     if store is None and cfg.db:
         from .store import CallStore

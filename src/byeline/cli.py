@@ -57,6 +57,11 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--tls-cert", help="certificate (PEM) for tls: listeners")
     serve.add_argument("--tls-key", help="private key (PEM) for tls: listeners")
+    serve.add_argument(
+        "--answer-delay", type=float, help="seconds of ringing between 180 and 200 (default 0)"
+    )
+    # Advanced: RFC 3261 T1; 64*T1 bounds the wait for an ACK and a BYE's response.
+    serve.add_argument("--sip-t1", type=float, help=argparse.SUPPRESS)
     serve.add_argument("--log-level", help="debug, info, warning, error")
 
     demo = sub.add_parser("demo", help="the whole loop on loopback with the bundled examples")
@@ -67,6 +72,10 @@ def _build_parser() -> argparse.ArgumentParser:
     validate = tsub.add_parser("validate", help="validate a file as LiveKit would")
     validate.add_argument("file", nargs="+")
     validate.add_argument("--routes", help="also check that every result attribute is mapped")
+
+    from .five9 import command as five9_command
+
+    five9_command.add_parser(sub)
 
     calls = sub.add_parser("calls", help="call records")
     calls.add_argument("--db", default="./byeline.db")
@@ -94,6 +103,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _trunk_validate(args.file, args.routes)
         if args.command == "calls":
             return _calls(args)
+        if args.command == "five9":
+            from .five9 import command as five9_command
+
+            return five9_command.run(args)
     except CommandError as exc:
         print(f"byeline: {exc}", file=sys.stderr)
         return exc.status
@@ -204,6 +217,8 @@ def _serve(args: argparse.Namespace) -> int:
         "no_input_timeout": args.no_input_timeout,
         "tls_cert": args.tls_cert,
         "tls_key": args.tls_key,
+        "answer_delay": args.answer_delay,
+        "sip_t1": args.sip_t1,
         "log_level": args.log_level,
     }
     cfg = load_config(args.config, flags)

@@ -41,6 +41,8 @@ class ServeConfig:
     tls_cert: str | None = None
     tls_key: str | None = None
     shutdown_grace: float = 10.0
+    answer_delay: float = 0.0
+    sip_t1: float = 0.5
     log_level: str = "info"
 
     @property
@@ -110,4 +112,8 @@ def load_config(
         for key, value in layer.items():
             setattr(cfg, key, _coerce(key, value, known[key]))
     cfg.rtp_range  # noqa: B018 - validate early, with the key named
+    if not 0 <= cfg.answer_delay <= 300:
+        raise ConfigError(f"answer_delay {cfg.answer_delay!r}: need 0 to 300 seconds")
+    if not 0.01 <= cfg.sip_t1 <= 4.0:
+        raise ConfigError(f"sip_t1 {cfg.sip_t1!r}: need 0.01 to 4 seconds (RFC 3261 T1)")
     return cfg

@@ -82,6 +82,11 @@ class EdgeConfig:
     shutdown_grace: float = 10.0
     ringing: bool = True
     hostname: str = ""
+    answer_delay: float = 0.0
+    """Seconds between 180 Ringing and 200 OK (a Five9-like ring; CANCEL can arrive in it)."""
+    digest_algorithms: tuple[str, ...] = ("MD5", "SHA-256")
+    """The 401 challenges, in order.  MD5 first: Five9 trunks, SIPp and many phones read only
+    the first ``WWW-Authenticate`` and give up on a SHA-256 one instead of taking the next."""
 
 
 @dataclass(eq=False)
@@ -106,6 +111,8 @@ class CallLeg:
     agent_task: asyncio.Task[None] | None = None
     bye_txn: ClientTransaction | None = None
     bye_future: asyncio.Future[Response | None] | None = None
+    answer_timer: asyncio.TimerHandle | None = None
+    first_rtp_timer: asyncio.TimerHandle | None = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -494,7 +501,9 @@ class SipEdge:
             if verdict is not Verdict.OK:
                 challenger = self._challenger(trunk)
                 stale = verdict is Verdict.STALE
-                challenge = challenger.challenge(time.time(), stale=stale)
+                challenge = challenger.challenge(
+                    time.time(), stale=stale, algorithms=self.config.digest_algorithms
+                )
                 refuse(
                     401,
                     "digest " + ("stale nonce" if stale else "challenge"),
@@ -588,7 +597,22 @@ class SipEdge:
                 invite, 180, to_tag=local_tag, headers=[("Server", self.config.user_agent)]
             )
             self._run_server(txn, flow, txn.respond(ringing, self._now()), call_id, to)
-        self._answer(leg, answer_body)
+        if self.config.answer_delay > 0 and self._loop is not None:
+            # Ring first; CANCEL, shutdown or a hangup in the meantime cancel this timer.
+            leg.answer_timer = self._loop.call_later(
+                self.config.answer_delay, self._answer_when_due, leg, answer_body
+            )
+        else:
+            self._answer(leg, answer_body)
+
+    def _answer_when_due(self, leg: CallLeg, body: bytes) -> None:
+        leg.answer_timer = None
+        if leg.call.state is not CallState.RINGING or self.shutting_down:
+            return
+        try:
+            self._answer(leg, body)
+        except Exception:
+            log.exception("%s: internal error answering", leg.call.call_id)
 
     def _check_auth(self, invite: Request, trunk: Trunk) -> Verdict:
         value = invite.headers.get("Authorization") or invite.headers.get("Proxy-Authorization")
@@ -760,7 +784,28 @@ class SipEdge:
         if neg.on_hold:
             endpoint.update_remote(neg.remote_rtp, on_hold=True)
         call.media = endpoint
+        self._expect_first_rtp(leg, endpoint)
         call.emit("media_ready")
+
+    def _expect_first_rtp(self, leg: CallLeg, endpoint: RtpEndpoint) -> None:
+        """A caller who never sends one RTP packet times out too.
+
+        The stream's own media timeout counts from the last packet received, so it
+        never starts for a peer that sends nothing at all; this timer covers that.
+        """
+        if self._loop is None:
+            return
+
+        def check() -> None:
+            leg.first_rtp_timer = None
+            if leg.call.ended or leg.call.media is not endpoint or endpoint.stream.media_started:
+                return
+            if endpoint.stream.on_hold:
+                self._expect_first_rtp(leg, endpoint)  # no media is due while held
+                return
+            self._media_timeout(leg)
+
+        leg.first_rtp_timer = self._loop.call_later(self.config.media_timeout, check)
 
     def _media_timeout(self, leg: CallLeg) -> None:
         if leg.call.ended:
@@ -773,6 +818,9 @@ class SipEdge:
             self._spawn(leg.call.hangup(ended_by=EndedBy.TIMEOUT))
 
     def _release_media(self, leg: CallLeg) -> None:
+        if leg.first_rtp_timer is not None:
+            leg.first_rtp_timer.cancel()
+            leg.first_rtp_timer = None
         if leg.call.media is not None:
             leg.call.media.close()
         if leg.rtp_port is not None:
@@ -1019,6 +1067,9 @@ class SipEdge:
         call = leg.call
         if call.result is not None:
             return
+        if leg.answer_timer is not None:
+            leg.answer_timer.cancel()
+            leg.answer_timer = None
         if leg.retransmitter is not None:
             leg.retransmitter.ack()
             self._schedule(leg.retransmitter, None, lambda: None)
