@@ -32,6 +32,7 @@ from ..sip.dialog import (
     AnswerRetransmitter,
     Dialog,
     make_response,
+    name_addr_uri,
     new_branch,
     new_tag,
 )
@@ -50,6 +51,7 @@ from ..sip.transaction import (
     Output,
     ServerInviteTransaction,
     ServerTransaction,
+    State,
     Terminated,
     TimedOut,
     TimerConfig,
@@ -108,6 +110,8 @@ class CallLeg:
     late_offer: bool = False
     rtp_port: int | None = None
     media_starting: bool = False
+    confirmed: bool = False  # the ACK for the initial 2xx has arrived
+    reinvite_offer: bool = False  # our 2xx to a re-INVITE carried the offer
     agent_task: asyncio.Task[None] | None = None
     bye_txn: ClientTransaction | None = None
     bye_future: asyncio.Future[Response | None] | None = None
@@ -403,12 +407,15 @@ class SipEdge:
             return
 
         mf = request.headers.get("Max-Forwards")
-        if mf is not None and (not mf.strip().isdigit() or int(mf) > 255):
+        mf_text = mf.strip() if mf is not None else None
+        if mf_text is not None and (
+            not mf_text.isascii() or not mf_text.isdigit() or len(mf_text) > 3 or int(mf_text) > 255
+        ):
             self.respond(request, flow, 400, "Bad Max-Forwards")
             return
         if (
-            mf is not None
-            and int(mf) == 0
+            mf_text is not None
+            and int(mf_text) == 0
             and method not in ("OPTIONS", "CANCEL", "BYE")
             and request.to_tag is None
         ):
@@ -478,6 +485,10 @@ class SipEdge:
                 else 400,
                 f"bad Request-URI {invite.uri[:60]!r}",
             )
+            return
+        contact = invite.headers.get("Contact")
+        if not contact or not name_addr_uri(contact).lower().startswith(("sip:", "sips:")):
+            refuse(400, "INVITE without a usable Contact")
             return
         if ruri.scheme not in ("sip", "sips"):
             refuse(416, f"unsupported URI scheme {ruri.scheme}")
@@ -709,7 +720,13 @@ class SipEdge:
     def _receive_ack(self, ack: Request, flow: Flow, data: bytes) -> None:
         key = _txn_key(ack)
         entry = self._server_txns.get(key)
-        if entry is not None and isinstance(entry[0], ServerInviteTransaction):
+        # An ACK that matches an INVITE transaction still in Accepted is the ACK for our
+        # 2xx (RFC 2543 peers reuse the INVITE's key): it belongs to the dialog, below.
+        if (
+            entry is not None
+            and isinstance(entry[0], ServerInviteTransaction)
+            and entry[0].state is not State.ACCEPTED
+        ):
             txn = entry[0]
             self._run_server(txn, flow, txn.receive_request(ack, self._now()), None, None)
             return
@@ -717,19 +734,31 @@ class SipEdge:
         if leg is None:
             return  # an ACK for nothing we know: absorbed (§17.2.3)
         self._trace_in(leg.call.call_id, flow, data)
-        if leg.retransmitter is not None and not leg.retransmitter.acked:
-            leg.retransmitter.ack()
-            self._schedule(leg.retransmitter, None, lambda: None)
-            if leg.late_offer and leg.media_session is not None:
-                try:
-                    leg.negotiated = leg.media_session.accept_answer(
-                        sdp.SessionDescription.parse(ack.body)
-                    )
-                except ValueError as exc:
-                    log.warning("%s: unusable SDP answer in ACK: %s", leg.call.call_id, exc)
-                    self._spawn(leg.call.hangup(ended_by=EndedBy.ERROR))
-                    return
+        if leg.retransmitter is None or leg.retransmitter.acked:
+            return  # a retransmitted ACK
+        leg.retransmitter.ack()
+        self._schedule(leg.retransmitter, None, lambda: None)
+        offered = leg.late_offer if not leg.confirmed else leg.reinvite_offer
+        leg.reinvite_offer = False
+        if offered and leg.media_session is not None:
+            # We made the offer in our 2xx (late offer, or an offerless re-INVITE):
+            # the ACK carries the answer (RFC 3264 with RFC 3261 §13.2.1).
+            try:
+                leg.negotiated = leg.media_session.accept_answer(
+                    sdp.SessionDescription.parse(ack.body)
+                )
+            except ValueError as exc:
+                log.warning("%s: unusable SDP answer in ACK: %s", leg.call.call_id, exc)
+                self._spawn(leg.call.hangup(ended_by=EndedBy.ERROR))
+                return
+            if not leg.confirmed:
                 self._start_media(leg)
+            elif leg.call.media is not None:
+                leg.call.media.update_remote(
+                    leg.negotiated.remote_rtp, on_hold=leg.negotiated.on_hold
+                )
+        if not leg.confirmed:
+            leg.confirmed = True
             self._confirmed(leg)
 
     def _confirmed(self, leg: CallLeg) -> None:
@@ -950,7 +979,16 @@ class SipEdge:
             )
             response.headers.add("Content-Type", "application/sdp")
             to = self._response_target(request, flow)
-            self._run_server(txn, flow, txn.respond(response, self._now()), call.call_id, to)
+            now = self._now()
+            self._run_server(txn, flow, txn.respond(response, now), call.call_id, to)
+            # The UAS core retransmits this 2xx until its ACK too (§13.3.1.4).
+            if leg.retransmitter is not None:
+                self._schedule(leg.retransmitter, None, lambda: None)
+            leg.retransmitter = AnswerRetransmitter(response.serialize(), now, self.config.timers)
+            leg.reinvite_offer = not request.body
+            self._schedule(
+                leg.retransmitter, leg.retransmitter.deadline, lambda: self._retransmit_answer(leg)
+            )
         else:
             self.respond(
                 request,
@@ -1213,9 +1251,7 @@ def _fill_rport(via: str, remote: Address) -> str:
 
 
 def _uri_address(uri: str, flow: Flow) -> Address:
-    text = uri.strip()
-    if text.startswith("<"):
-        text = text[1 : text.find(">")]
+    text = name_addr_uri(uri.strip())
     try:
         parsed = parse_uri(text)
     except ValueError:
