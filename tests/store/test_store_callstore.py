@@ -367,7 +367,7 @@ def test_locked_database_is_retried_without_loss(
 def test_batch_dropped_after_bounded_retries_is_counted_and_logged(
     db_path: Path, write_lock: sqlite3.Connection, caplog: pytest.LogCaptureFixture
 ) -> None:
-    store = CallStore.open(str(db_path), busy_timeout=0.01, max_attempts=2)
+    store = CallStore.open(str(db_path), busy_timeout=0.01, max_attempts=2, spool=False)
     try:
         write_lock.execute("BEGIN IMMEDIATE")
         with caplog.at_level(logging.WARNING, logger="byeline.store"):

@@ -23,7 +23,14 @@ def test_open_creates_schema_and_indexes(tmp_path: Path) -> None:
     CallStore.open(str(path)).close()
 
     inspector = sa.inspect(sa.create_engine(f"sqlite:///{path}"))
-    assert set(inspector.get_table_names()) == {"alembic_version", "calls", "sip_messages"}
+    assert set(inspector.get_table_names()) == {
+        "alembic_version",
+        "calls",
+        "sip_messages",
+        "transcripts",
+        "webhook_outbox",
+        "spool_segments",
+    }
     call_columns = {column["name"] for column in inspector.get_columns("calls")}
     assert call_columns == {column.name for column in calls.columns}
     assert {
@@ -44,7 +51,7 @@ def test_open_creates_schema_and_indexes(tmp_path: Path) -> None:
         "ix_sip_messages_call_id"
     }
     with sqlite3.connect(path) as raw:
-        assert raw.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
+        assert raw.execute("SELECT version_num FROM alembic_version").fetchall() == [("0002",)]
         # WAL is a property of the database file: it persists after close.
         assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 

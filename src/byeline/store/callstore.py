@@ -20,18 +20,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
-from typing import Final
+from typing import Any, Final
 
 import sqlalchemy as sa
 
 from byeline.store.database import DEFAULT_BUSY_TIMEOUT, create_store_engine, database_url
 from byeline.store.migrate import upgrade
-from byeline.store.records import CallRecord, TraceRecord
+from byeline.store.operations import Barrier, CallWrite, Record, TraceWrite, TranscriptWrite
+from byeline.store.outbox import Outbox, WebhookTargets, enqueue_call_ended
+from byeline.store.records import CallRecord, TraceRecord, TranscriptRecord
 from byeline.store.schema import (
     CALL_STATUSES,
     DELIVERIES,
@@ -39,16 +43,23 @@ from byeline.store.schema import (
     ENDED_BY,
     calls,
     sip_messages,
+    spool_segments,
+    transcripts,
+    webhook_outbox,
 )
+from byeline.store.spool import Spool, default_spool_dir
 from byeline.store.writer import (
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_MAX_BATCH,
-    Barrier,
-    CallWrite,
     GroupCommitWriter,
     StoreStats,
-    TraceWrite,
 )
+
+#: Called with every record a write method accepted, in the caller's thread (see
+#: :meth:`CallStore.subscribe`).
+RecordListener = Callable[[Record], None]
+
+log = logging.getLogger("byeline.store")
 
 _Encoder = Callable[[str, object], object]
 
@@ -169,10 +180,19 @@ class CallStore:
         *,
         max_batch: int = DEFAULT_MAX_BATCH,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        spool: Spool | None = None,
+        replay_interval: float = 1.0,
     ) -> None:
         """Wrap an engine whose database is already migrated; prefer :meth:`open`."""
         self._engine = engine
-        self._writer = GroupCommitWriter(engine, max_batch=max_batch, max_attempts=max_attempts)
+        self._writer = GroupCommitWriter(
+            engine,
+            max_batch=max_batch,
+            max_attempts=max_attempts,
+            spool=spool,
+            replay_interval=replay_interval,
+        )
+        self._listeners: list[RecordListener] = []
         self._closed = False
         self._close_lock = threading.Lock()
         self._writer.start()
@@ -185,20 +205,38 @@ class CallStore:
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
         max_batch: int = DEFAULT_MAX_BATCH,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        spool: bool | str | Path = True,
+        replay_interval: float = 1.0,
     ) -> CallStore:
         """Open the database at ``url`` (a SQLAlchemy URL or a SQLite file path), migrate it to the
         latest schema and start the writer thread.
 
         ``busy_timeout`` (seconds) is how long SQLite waits for another writer's lock;
-        ``max_attempts`` bounds the retries of a failing batch.
+        ``max_attempts`` bounds the retries of a failing batch. ``spool`` is where records wait
+        if the database becomes unreachable: ``True`` for the default place
+        (:func:`~byeline.store.spool.default_spool_dir`), a directory, or ``False`` to drop a
+        batch after its retries instead. The spool is replayed every ``replay_interval`` seconds
+        until the database takes it. The database must be reachable at open (to migrate it).
         """
-        engine = create_store_engine(database_url(url), busy_timeout=busy_timeout)
+        sa_url = database_url(url)
+        engine = create_store_engine(sa_url, busy_timeout=busy_timeout)
         try:
             upgrade(engine)
         except BaseException:
             engine.dispose()
             raise
-        return cls(engine, max_batch=max_batch, max_attempts=max_attempts)
+        spool_dir: Path | None = None
+        if spool is True:
+            spool_dir = default_spool_dir(sa_url)
+        elif spool is not False:
+            spool_dir = Path(spool)
+        return cls(
+            engine,
+            max_batch=max_batch,
+            max_attempts=max_attempts,
+            spool=Spool(spool_dir) if spool_dir is not None else None,
+            replay_interval=replay_interval,
+        )
 
     @property
     def engine(self) -> sa.Engine:
@@ -207,8 +245,38 @@ class CallStore:
 
     @property
     def stats(self) -> StoreStats:
-        """Writer counters: batches, rows, failures, lost rows and queue depth."""
+        """Writer counters: batches, rows, failures, lost rows, queue depth and the spool."""
         return self._writer.stats
+
+    @property
+    def spool(self) -> Spool | None:
+        """Where records wait while the database is unreachable (None: no spool)."""
+        return self._writer.spool
+
+    @property
+    def outbox(self) -> Outbox:
+        """The webhook outbox (synchronous access: use it from a thread)."""
+        return Outbox(self._engine)
+
+    def enable_webhooks(self, targets: WebhookTargets | None) -> None:
+        """From now on, every call that ends gets one outbox row per URL of ``targets``.
+
+        The row is written in the transaction that records the end of the call. ``None`` stops.
+        """
+        self._writer.webhooks = targets
+
+    def subscribe(self, listener: RecordListener) -> None:
+        """Call ``listener(record)`` with every :class:`CallWrite`, :class:`TraceWrite` and
+        :class:`TranscriptWrite` accepted from now on, in the writing thread (the event loop),
+        before it is committed. It must be quick; an exception is logged and ignored.
+        Metrics use it to observe calls without a hook in the edge.
+        """
+        self._listeners.append(listener)
+
+    def unsubscribe(self, listener: RecordListener) -> None:
+        """Stop calling ``listener``."""
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(listener)
 
     # -- writes: non-blocking -----------------------------------------------------------------
 
@@ -253,10 +321,34 @@ class CallStore:
             )
         )
 
-    def _put(self, operation: CallWrite | TraceWrite) -> None:
+    def transcript(self, call_id: str, role: str, text: str, at: float | None = None) -> None:
+        """Append one utterance of the call's conversation (``role``: ``caller`` or ``agent``).
+
+        ``at`` defaults to now.
+        """
+        for name, value in (("role", role), ("text", text)):
+            if not isinstance(value, str):
+                raise TypeError(f"transcript {name} must be str, not {type(value).__name__}")
+        if not role:
+            raise ValueError("transcript role must not be empty")
+        self._put(
+            TranscriptWrite(
+                _check_call_id(call_id),
+                _epoch("at", time.time() if at is None else at),
+                str.__str__(role),
+                str.__str__(text),
+            )
+        )
+
+    def _put(self, operation: Record) -> None:
         if self._closed:
             raise RuntimeError("call store is closed")
         self._writer.put(operation)
+        for listener in self._listeners:
+            try:
+                listener(operation)
+            except Exception:
+                log.exception("store: record listener %r failed", listener)
 
     # -- waiting for the writer ---------------------------------------------------------------
 
@@ -332,6 +424,7 @@ class CallStore:
         Such rows get ``status=ended``, ``ended_by=interrupted``, ``ended_at=now`` (unless set) and
         ``delivery=not_sent`` when no BYE delivery was recorded. Returns how many rows changed.
         Call it before serving: a call active in this process would be marked too.
+        If webhooks are enabled, each such call gets its outbox rows in the same transaction.
         """
         self.flush()
         statement = (
@@ -346,24 +439,51 @@ class CallStore:
             )
         )
         with self._engine.begin() as connection:
-            return connection.execute(statement).rowcount
+            cut = list(
+                connection.execute(
+                    sa.select(calls.c.call_id).where(calls.c.status != "ended")
+                ).scalars()
+            )
+            changed = connection.execute(statement).rowcount
+            targets = self._writer.webhooks
+            if targets is not None and cut:
+                enqueue_call_ended(connection, cut, targets, now)
+            return changed
 
     def purge(self, older_than: float) -> int:
         """Delete calls that ended before ``older_than`` with their SIP messages; return the count.
 
-        SIP messages older than ``older_than`` that belong to no call row are deleted too.
+        SIP messages and transcript lines older than ``older_than`` that belong to no call row are
+        deleted too, and so are webhook deliveries done (or given up) before it. A delivery still
+        pending is kept, whatever its age: retention never loses a routing result on its way.
         """
         self.flush()
         expired = sa.select(calls.c.call_id).where(calls.c.ended_at < older_than)
         known = sa.select(calls.c.call_id)
         with self._engine.begin() as connection:
-            connection.execute(sip_messages.delete().where(sip_messages.c.call_id.in_(expired)))
+            for table in (sip_messages, transcripts):
+                connection.execute(table.delete().where(table.c.call_id.in_(expired)))
+                connection.execute(
+                    table.delete().where(table.c.at < older_than, table.c.call_id.not_in(known))
+                )
             connection.execute(
-                sip_messages.delete().where(
-                    sip_messages.c.at < older_than, sip_messages.c.call_id.not_in(known)
+                webhook_outbox.delete().where(
+                    webhook_outbox.c.state != "pending", webhook_outbox.c.created_at < older_than
                 )
             )
+            connection.execute(
+                spool_segments.delete().where(spool_segments.c.applied_at < older_than)
+            )
             return connection.execute(calls.delete().where(calls.c.ended_at < older_than)).rowcount
+
+    def ping(self) -> bool:
+        """Whether the database answers a trivial query now."""
+        try:
+            with self._engine.connect() as connection:
+                connection.execute(sa.text("SELECT 1"))
+        except Exception:
+            return False
+        return True
 
     # -- reads: synchronous -------------------------------------------------------------------
 
@@ -377,25 +497,28 @@ class CallStore:
         ended_by: str | None = None,
         delivery: str | None = None,
         five9_call_id: str | None = None,
+        status: str | None = None,
+        route: str | None = None,
     ) -> list[CallRecord]:
         """Committed calls, newest ``started_at`` first, without their traces.
 
-        ``since`` (inclusive) and ``until`` (exclusive) bound ``started_at``; the other filters
+        ``since`` (inclusive) and ``until`` (exclusive) bound ``started_at``; ``route`` matches a
+        call one of whose route attributes has this value (``Billing``), or, as ``name=value``,
+        this attribute with this value (``five9.route_type=skill_transfer``); the other filters
         match exactly.
         """
         if limit < 0 or offset < 0:
             raise ValueError("limit and offset must not be negative")
-        query = sa.select(calls)
-        if since is not None:
-            query = query.where(calls.c.started_at >= since)
-        if until is not None:
-            query = query.where(calls.c.started_at < until)
-        if ended_by is not None:
-            query = query.where(calls.c.ended_by == ended_by)
-        if delivery is not None:
-            query = query.where(calls.c.delivery == delivery)
-        if five9_call_id is not None:
-            query = query.where(calls.c.five9_call_id == five9_call_id)
+        query = _filtered(
+            sa.select(calls),
+            since=since,
+            until=until,
+            ended_by=ended_by,
+            delivery=delivery,
+            five9_call_id=five9_call_id,
+            status=status,
+            route=route,
+        )
         query = (
             query.order_by(calls.c.started_at.desc(), calls.c.call_id.desc())
             .limit(limit)
@@ -404,8 +527,34 @@ class CallStore:
         with self._engine.connect() as connection:
             return [CallRecord.from_row(row) for row in connection.execute(query).mappings()]
 
+    def count_calls(
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        ended_by: str | None = None,
+        delivery: str | None = None,
+        five9_call_id: str | None = None,
+        status: str | None = None,
+        route: str | None = None,
+    ) -> int:
+        """How many committed calls :meth:`list_calls` would page through with these filters."""
+        query = _filtered(
+            sa.select(sa.func.count()).select_from(calls),
+            since=since,
+            until=until,
+            ended_by=ended_by,
+            delivery=delivery,
+            five9_call_id=five9_call_id,
+            status=status,
+            route=route,
+        )
+        with self._engine.connect() as connection:
+            return int(connection.execute(query).scalar_one())
+
     def get_call(self, call_id: str, *, with_trace: bool = True) -> CallRecord | None:
-        """One committed call, with its SIP messages in time order unless ``with_trace=False``."""
+        """One committed call, with its SIP messages and transcript in time order unless
+        ``with_trace=False``."""
         with self._engine.connect() as connection:
             row = (
                 connection.execute(sa.select(calls).where(calls.c.call_id == call_id))
@@ -415,6 +564,7 @@ class CallStore:
             if row is None:
                 return None
             trace: list[TraceRecord] = []
+            lines: list[TranscriptRecord] = []
             if with_trace:
                 messages = connection.execute(
                     sa.select(sip_messages)
@@ -422,4 +572,69 @@ class CallStore:
                     .order_by(sip_messages.c.at, sip_messages.c.id)
                 ).mappings()
                 trace = [TraceRecord(**message) for message in messages]
-            return CallRecord.from_row(row, trace)
+                said = connection.execute(
+                    sa.select(transcripts)
+                    .where(transcripts.c.call_id == call_id)
+                    .order_by(transcripts.c.at, transcripts.c.id)
+                ).mappings()
+                lines = [TranscriptRecord(**line) for line in said]
+            return CallRecord.from_row(row, trace, lines)
+
+    def latest_for_five9_call(self, five9_call_id: str) -> CallRecord | None:
+        """The most recent committed call that carried this Five9 call id, without its trace."""
+        query = (
+            sa.select(calls)
+            .where(calls.c.five9_call_id == five9_call_id)
+            .order_by(calls.c.started_at.desc(), calls.c.call_id.desc())
+            .limit(1)
+        )
+        with self._engine.connect() as connection:
+            row = connection.execute(query).mappings().first()
+        return None if row is None else CallRecord.from_row(row)
+
+
+def _like_literal(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _route_condition(route: str) -> sa.ColumnElement[bool]:
+    # ``route`` holds compact JSON (``{"k":"v",...}``, see _json): a string value follows a ':'
+    # and a key is followed by one, and quotes inside strings are escaped, so these patterns
+    # match whole values (and whole name/value pairs) only. Portable: no JSON functions needed.
+    def token(value: str) -> str:
+        return json.dumps(value, ensure_ascii=False)
+
+    if "=" in route:
+        name, value = route.split("=", 1)
+        pattern = f"%{_like_literal(token(name) + ':' + token(value))}%"
+    else:
+        pattern = f"%{_like_literal(':' + token(route))}%"
+    return calls.c.route.like(pattern, escape="\\")
+
+
+def _filtered(
+    query: sa.Select[Any],
+    *,
+    since: float | None,
+    until: float | None,
+    ended_by: str | None,
+    delivery: str | None,
+    five9_call_id: str | None,
+    status: str | None,
+    route: str | None,
+) -> sa.Select[Any]:
+    if since is not None:
+        query = query.where(calls.c.started_at >= since)
+    if until is not None:
+        query = query.where(calls.c.started_at < until)
+    if ended_by is not None:
+        query = query.where(calls.c.ended_by == ended_by)
+    if delivery is not None:
+        query = query.where(calls.c.delivery == delivery)
+    if five9_call_id is not None:
+        query = query.where(calls.c.five9_call_id == five9_call_id)
+    if status is not None:
+        query = query.where(calls.c.status == status)
+    if route is not None:
+        query = query.where(_route_condition(route))
+    return query

@@ -24,7 +24,12 @@ def database_url(target: str) -> sa.URL:
     """
     if not target:
         raise ValueError("database: empty URL or path")
-    url = sa.make_url(target) if "://" in target else sa.URL.create("sqlite", database=target)
+    try:
+        url = sa.make_url(target) if "://" in target else sa.URL.create("sqlite", database=target)
+    except sa.exc.ArgumentError as exc:
+        raise ValueError(f"database: not a URL: {target!r} ({exc})") from None
+    if url.get_backend_name() == "postgres":  # the scheme libpq and many hosts hand out
+        url = url.set(drivername="postgresql" + url.drivername[len("postgres") :])
     backend = url.get_backend_name()
     if backend not in SUPPORTED_BACKENDS:
         raise ValueError(
@@ -45,7 +50,15 @@ def create_store_engine(url: sa.URL, *, busy_timeout: float = DEFAULT_BUSY_TIMEO
     keeps the database consistent on power loss and costs no fsync per commit (a crash of the OS
     may lose the last transactions, a crash of the process loses nothing committed).
     """
-    engine = sa.create_engine(url)
+    if url.drivername == "postgresql":
+        # SQLAlchemy's default PostgreSQL driver is psycopg2; byeline depends on psycopg 3.
+        url = url.set(drivername="postgresql+psycopg")
+    options: dict[str, Any] = {}
+    if url.get_backend_name() == "postgresql":
+        # A server that went away must not leave dead connections in the pool, and connecting to
+        # an unreachable one must fail fast (the writer spools instead of waiting on TCP).
+        options = {"pool_pre_ping": True, "connect_args": {"connect_timeout": 5}}
+    engine = sa.create_engine(url, **options)
     if engine.dialect.name == "sqlite":
         timeout_ms = int(busy_timeout * 1000)
 

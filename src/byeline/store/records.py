@@ -41,6 +41,23 @@ class TraceRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class TranscriptRecord:
+    """One utterance of a call's conversation, as stored in ``transcripts``."""
+
+    id: int
+    call_id: str
+    at: float
+    """Epoch seconds when the utterance was heard or spoken."""
+    role: str
+    """Who spoke: ``caller`` or ``agent``."""
+    text: str
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {"at": self.at, "role": self.role, "text": self.text}
+
+
+@dataclass(frozen=True, slots=True)
 class CallRecord:
     """One row of ``calls`` with its JSON columns decoded, and optionally its SIP trace.
 
@@ -77,9 +94,16 @@ class CallRecord:
     updated_at: float
     trace: list[TraceRecord] = field(default_factory=list)
     """SIP messages in time order (empty when not requested)."""
+    transcript: list[TranscriptRecord] = field(default_factory=list)
+    """Utterances in time order (empty when not requested)."""
 
     @classmethod
-    def from_row(cls, row: Mapping[Any, Any], trace: list[TraceRecord] | None = None) -> CallRecord:
+    def from_row(
+        cls,
+        row: Mapping[Any, Any],
+        trace: list[TraceRecord] | None = None,
+        transcript: list[TranscriptRecord] | None = None,
+    ) -> CallRecord:
         """Build a record from a ``calls`` row mapping, decoding the JSON columns."""
         return cls(
             call_id=row["call_id"],
@@ -106,14 +130,20 @@ class CallRecord:
             delivery_code=row["delivery_code"],
             updated_at=row["updated_at"],
             trace=trace if trace is not None else [],
+            transcript=transcript if transcript is not None else [],
         )
 
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict of every column plus ``trace`` (a list of message dicts)."""
+    def to_json(self, *, trace: bool = True) -> dict[str, Any]:
+        """A JSON-ready dict of every column plus ``trace`` (a list of message dicts) and
+        ``transcript``; ``trace=False`` leaves the two lists out (a summary)."""
         out: dict[str, Any] = {
-            name: getattr(self, name) for name in self.__dataclass_fields__ if name != "trace"
+            name: getattr(self, name)
+            for name in self.__dataclass_fields__
+            if name not in ("trace", "transcript")
         }
-        out["trace"] = [message.to_json() for message in self.trace]
+        if trace:
+            out["trace"] = [message.to_json() for message in self.trace]
+            out["transcript"] = [line.to_json() for line in self.transcript]
         return out
 
 

@@ -91,3 +91,56 @@ sip_messages: Final = sa.Table(
     sa.Column("first_line", sa.Text(), nullable=False),
     sa.Column("raw", sa.LargeBinary(), nullable=False),
 )
+
+transcripts: Final = sa.Table(
+    "transcripts",
+    metadata,
+    sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("call_id", sa.String(), nullable=False, index=True),
+    sa.Column("at", sa.Float(), nullable=False),
+    sa.Column("role", sa.String(), nullable=False),  # "caller" or "agent" (free text)
+    sa.Column("text", sa.Text(), nullable=False),
+)
+
+#: ``webhook_outbox.state`` values.
+OUTBOX_STATES: Final = frozenset({"pending", "delivered", "failed"})
+
+webhook_outbox: Final = sa.Table(
+    "webhook_outbox",
+    metadata,
+    sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("call_id", sa.String(), nullable=False),
+    sa.Column("url", sa.Text(), nullable=False),
+    sa.Column("event", sa.String(), nullable=False),
+    # The JSON body, frozen when the call ended: a retry sends the same bytes.
+    sa.Column("payload", sa.Text(), nullable=False),
+    sa.Column("created_at", sa.Float(), nullable=False),
+    sa.Column("state", sa.String(), nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    sa.Column("next_attempt_at", sa.Float(), nullable=False),
+    sa.Column("delivered_at", sa.Float(), nullable=True),
+    sa.Column("last_status", sa.Integer(), nullable=True),
+    sa.Column("last_error", sa.Text(), nullable=True),
+    # One row per call and receiver: a call end replayed from the spool enqueues nothing twice.
+    sa.UniqueConstraint("call_id", "url", "event", name="uq_webhook_outbox_call_id"),
+    sa.Index("ix_webhook_outbox_state", "state", "next_attempt_at"),
+)
+
+spool_segments: Final = sa.Table(
+    "spool_segments",
+    metadata,
+    # The name of a spool file replayed into the database, written in the replay's own
+    # transaction: a crash between that commit and the file's removal cannot replay it twice.
+    sa.Column("name", sa.String(), primary_key=True),
+    sa.Column("applied_at", sa.Float(), nullable=False),
+)

@@ -25,7 +25,28 @@ from typing import Any, Final
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from byeline.store.schema import calls, sip_messages
+from byeline.store.operations import (
+    RECORD_TYPES,
+    Barrier,
+    CallWrite,
+    Record,
+    TraceWrite,
+    TranscriptWrite,
+)
+from byeline.store.outbox import WebhookTargets, call_ids_ended, enqueue_call_ended
+from byeline.store.schema import calls, sip_messages, spool_segments, transcripts
+from byeline.store.spool import Spool, SpoolError
+
+__all__ = [
+    "DEFAULT_MAX_ATTEMPTS",
+    "DEFAULT_MAX_BATCH",
+    "Barrier",
+    "CallWrite",
+    "GroupCommitWriter",
+    "StoreStats",
+    "TraceWrite",
+    "TranscriptWrite",
+]
 
 log = logging.getLogger("byeline.store")
 
@@ -38,42 +59,13 @@ FIRST_BACKOFF: Final = 0.05
 MAX_BACKOFF: Final = 2.0
 
 
-@dataclass(slots=True)
-class CallWrite:
-    """Upsert of one call row: ``fields`` hold column values already encoded for the database."""
-
-    call_id: str
-    fields: dict[str, object]
-    at: float
-    """When it was enqueued; becomes ``updated_at`` (and ``started_at`` if the row is new)."""
-
-
-@dataclass(slots=True)
-class TraceWrite:
-    """One SIP message to append to ``sip_messages``."""
-
-    call_id: str
-    at: float
-    direction: str
-    transport: str
-    peer: str
-    data: bytes
-
-
-@dataclass(slots=True)
-class Barrier:
-    """Calls ``notify(committed)`` from the writer once everything enqueued before it is done."""
-
-    notify: Callable[[bool], None]
-
-
 class _Stop:
     """Sentinel: the writer thread exits after the batch that contains it."""
 
 
 _STOP: Final = _Stop()
 
-Operation = CallWrite | TraceWrite | Barrier | _Stop
+Operation = CallWrite | TraceWrite | TranscriptWrite | Barrier | _Stop
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,13 +75,17 @@ class StoreStats:
     batches: int
     """Transactions committed."""
     rows: int
-    """Call upserts plus trace rows committed."""
+    """Call upserts plus trace and transcript rows committed (replays from the spool included)."""
     failures: int
-    """Failed attempts to commit a batch (each retried or, at the end, dropped)."""
+    """Failed attempts to commit a batch (each retried, spooled or, at the end, dropped)."""
     lost_rows: int
     """Rows dropped after every attempt failed (each drop is logged as an error)."""
     queue_depth: int
     """Operations enqueued and not yet taken by the writer."""
+    spooled_rows: int = 0
+    """Rows waiting in the local spool for the database to come back."""
+    database_ok: bool = True
+    """False while the database is unreachable and writes go to the spool."""
 
 
 def first_line(data: bytes) -> str:
@@ -99,8 +95,21 @@ def first_line(data: bytes) -> str:
     return line.decode("utf-8", errors="replace").strip()[:512]
 
 
+def database_unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database cannot be reached now (worth spooling and retrying),
+    rather than that the data or the SQL is wrong."""
+    if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
+        return True
+    return isinstance(exc, sa.exc.DBAPIError) and bool(exc.connection_invalidated)
+
+
 class GroupCommitWriter:
-    """The single writer thread of a :class:`~byeline.store.CallStore`."""
+    """The single writer thread of a :class:`~byeline.store.CallStore`.
+
+    With a ``spool``, a batch that still fails after ``max_attempts`` because the database is
+    unreachable goes to the spool instead of being dropped, and so does every batch after it
+    until the spool has been replayed (tried every ``replay_interval`` seconds).
+    """
 
     def __init__(
         self,
@@ -110,6 +119,8 @@ class GroupCommitWriter:
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         first_backoff: float = FIRST_BACKOFF,
         max_backoff: float = MAX_BACKOFF,
+        spool: Spool | None = None,
+        replay_interval: float = 1.0,
     ) -> None:
         if max_batch < 1 or max_attempts < 1:
             raise ValueError("max_batch and max_attempts must be at least 1")
@@ -122,6 +133,14 @@ class GroupCommitWriter:
         self._upsert_insert: Callable[[sa.Table], Any] = (
             postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
         )
+        self._spool = spool
+        self._replay_interval = replay_interval
+        # Segments left by an earlier run are replayed first (if this process owns the spool).
+        self._spooling = spool is not None and bool(spool.segments()) and spool.acquire()
+        self._spooled_rows = spool.count() if self._spooling and spool is not None else 0
+        self._next_replay = 0.0
+        self.webhooks: WebhookTargets | None = None
+        """Receivers of call results; set it to have the writer fill the outbox."""
         self._batches = 0
         self._rows = 0
         self._failures = 0
@@ -140,6 +159,11 @@ class GroupCommitWriter:
         return self._thread.is_alive()
 
     @property
+    def spool(self) -> Spool | None:
+        """The spool, if the store has one."""
+        return self._spool
+
+    @property
     def stats(self) -> StoreStats:
         """A snapshot of the counters."""
         return StoreStats(
@@ -148,6 +172,8 @@ class GroupCommitWriter:
             failures=self._failures,
             lost_rows=self._lost_rows,
             queue_depth=self._queue.qsize(),
+            spooled_rows=self._spooled_rows,
+            database_ok=not self._spooling,
         )
 
     def start(self) -> None:
@@ -167,13 +193,22 @@ class GroupCommitWriter:
         leftovers = self._drain()
         if leftovers:
             self._process(leftovers)
+        if self._spool is not None:
+            self._spool.release()
         return True
 
     # -- writer thread ------------------------------------------------------------------------
 
     def _run(self) -> None:
+        if self._spooling:
+            self._guarded(self._replay)
         while True:
-            batch = [self._queue.get()]
+            try:
+                first = self._queue.get(timeout=self._replay_interval if self._spooling else None)
+            except queue.Empty:
+                self._guarded(self._replay)
+                continue
+            batch = [first]
             batch.extend(self._drain(self._max_batch - 1))
             try:
                 self._process(batch)
@@ -181,6 +216,12 @@ class GroupCommitWriter:
                 log.exception("store: writer failed on a batch of %d operations", len(batch))
             if any(operation is _STOP for operation in batch):
                 return
+
+    def _guarded(self, step: Callable[[], object]) -> None:
+        try:
+            step()
+        except Exception:
+            log.exception("store: spool replay failed")
 
     def _drain(self, limit: int | None = None) -> list[Operation]:
         taken: list[Operation] = []
@@ -192,63 +233,56 @@ class GroupCommitWriter:
         return taken
 
     def _process(self, batch: Iterable[Operation]) -> None:
-        pending_calls: dict[str, tuple[dict[str, object], dict[str, object]]] = {}
-        traces: list[dict[str, object]] = []
+        records: list[Record] = []
         barriers: list[Barrier] = []
         for operation in batch:
-            if isinstance(operation, TraceWrite):
-                traces.append(
-                    {
-                        "call_id": operation.call_id,
-                        "at": operation.at,
-                        "direction": operation.direction,
-                        "transport": operation.transport,
-                        "peer": operation.peer,
-                        "first_line": first_line(operation.data),
-                        "raw": operation.data,
-                    }
-                )
-            elif isinstance(operation, CallWrite):
-                pending = pending_calls.get(operation.call_id)
-                if pending is None:
-                    # Defaults used only if the row does not exist yet: an update that overtakes
-                    # a lost start still leaves a row rather than vanishing.
-                    defaults: dict[str, object] = {"started_at": operation.at, "status": "ringing"}
-                    pending = pending_calls[operation.call_id] = (defaults, {})
-                pending[1].update(operation.fields)
-                pending[1]["updated_at"] = operation.at
+            if isinstance(operation, RECORD_TYPES):
+                records.append(operation)
             elif isinstance(operation, Barrier):
                 barriers.append(operation)
         committed = True
-        if pending_calls or traces:
-            committed = self._commit(pending_calls, traces)
+        if records:
+            if self._spooling and time.monotonic() >= self._next_replay:
+                self._replay()
+            if self._spooling:
+                self._to_spool(records)
+                committed = False  # durable, but not in the database yet
+            else:
+                committed = self._commit(records)
         for barrier in barriers:
             try:
                 barrier.notify(committed)
             except Exception:
                 log.exception("store: flush waiter failed")
 
-    def _commit(
-        self,
-        pending_calls: dict[str, tuple[dict[str, object], dict[str, object]]],
-        traces: list[dict[str, object]],
-    ) -> bool:
-        rows = len(pending_calls) + len(traces)
+    def _commit(self, records: list[Record]) -> bool:
+        rows = len(records)
         for attempt in range(1, self._max_attempts + 1):
             try:
                 with self._engine.begin() as connection:
-                    self._write_calls(connection, pending_calls)
-                    if traces:
-                        connection.execute(sip_messages.insert(), traces)
+                    rows = self._write(connection, records)
             except Exception as exc:
                 self._failures += 1
                 if attempt == self._max_attempts:
+                    if self._spool is not None and database_unreachable(exc):
+                        log.error(
+                            "store: database unreachable after %d attempts (%s); spooling to %s",
+                            attempt,
+                            _one_line(exc),
+                            self._spool.directory,
+                        )
+                        self._spooling = True
+                        self._next_replay = time.monotonic() + self._replay_interval
+                        self._to_spool(records)
+                        return False
                     self._lost_rows += rows
+                    n_calls = len({r.call_id for r in records if isinstance(r, CallWrite)})
+                    n_traces = sum(isinstance(r, TraceWrite) for r in records)
                     log.error(
                         "store: DROPPED a batch of %d call rows and %d SIP messages after %d "
                         "attempts: %s",
-                        len(pending_calls),
-                        len(traces),
+                        n_calls,
+                        n_traces,
                         attempt,
                         _one_line(exc),
                     )
@@ -268,6 +302,122 @@ class GroupCommitWriter:
                 self._rows += rows
                 return True
         return False  # not reached: the loop returns on success or on the last attempt
+
+    # -- the spool ----------------------------------------------------------------------------
+
+    def _to_spool(self, records: list[Record]) -> None:
+        assert self._spool is not None
+        try:
+            _name, count = self._spool.write(records)
+        except OSError as exc:
+            self._lost_rows += len(records)
+            log.error(
+                "store: DROPPED %d rows: the database is unreachable and the spool %s cannot "
+                "be written: %s",
+                len(records),
+                self._spool.directory,
+                _one_line(exc),
+            )
+            return
+        self._spooled_rows += count
+
+    def _replay(self) -> None:
+        """Apply the spool's segments oldest first; stop at the first sign the DB is still away."""
+        spool = self._spool
+        if spool is None or not spool.acquire():
+            return
+        self._next_replay = time.monotonic() + self._replay_interval
+        replayed = 0
+        for name in spool.segments():
+            try:
+                records = spool.read(name)
+            except (OSError, SpoolError) as exc:
+                bad = spool.quarantine(name)
+                log.error("store: spool segment set aside as %s: %s", bad, _one_line(exc))
+                continue
+            try:
+                with self._engine.begin() as connection:
+                    applied = connection.execute(
+                        sa.select(spool_segments.c.name).where(spool_segments.c.name == name)
+                    ).first()
+                    rows = 0
+                    if applied is None:
+                        rows = self._write(connection, records)
+                        connection.execute(
+                            spool_segments.insert().values(name=name, applied_at=time.time())
+                        )
+            except Exception as exc:
+                if database_unreachable(exc):
+                    self._spooling = True
+                    return
+                self._lost_rows += len(records)
+                bad = spool.quarantine(name)
+                log.error(
+                    "store: spool segment of %d rows cannot be applied, set aside as %s: %s",
+                    len(records),
+                    bad,
+                    _one_line(exc),
+                )
+            else:
+                spool.remove(name)
+                self._batches += 1
+                self._rows += rows
+                replayed += len(records)
+            self._spooled_rows = max(0, self._spooled_rows - len(records))
+        if self._spooling or replayed:
+            log.warning("store: database reachable again; %d spooled rows written", replayed)
+        self._spooling = False
+        self._spooled_rows = 0
+
+    # -- one transaction ----------------------------------------------------------------------
+
+    def _write(self, connection: sa.Connection, records: list[Record]) -> int:
+        """Write ``records`` in ``connection``'s transaction; return the rows written."""
+        pending_calls: dict[str, tuple[dict[str, object], dict[str, object]]] = {}
+        traces: list[dict[str, object]] = []
+        lines: list[dict[str, object]] = []
+        for record in records:
+            if isinstance(record, TraceWrite):
+                traces.append(
+                    {
+                        "call_id": record.call_id,
+                        "at": record.at,
+                        "direction": record.direction,
+                        "transport": record.transport,
+                        "peer": record.peer,
+                        "first_line": first_line(record.data),
+                        "raw": record.data,
+                    }
+                )
+            elif isinstance(record, TranscriptWrite):
+                lines.append(
+                    {
+                        "call_id": record.call_id,
+                        "at": record.at,
+                        "role": record.role,
+                        "text": record.text,
+                    }
+                )
+            else:
+                pending = pending_calls.get(record.call_id)
+                if pending is None:
+                    # Defaults used only if the row does not exist yet: an update that overtakes
+                    # a lost start still leaves a row rather than vanishing.
+                    defaults: dict[str, object] = {"started_at": record.at, "status": "ringing"}
+                    pending = pending_calls[record.call_id] = (defaults, {})
+                pending[1].update(record.fields)
+                pending[1]["updated_at"] = record.at
+        self._write_calls(connection, pending_calls)
+        if traces:
+            connection.execute(sip_messages.insert(), traces)
+        if lines:
+            connection.execute(transcripts.insert(), lines)
+        targets = self.webhooks
+        if targets is not None and targets.urls:
+            ended = call_ids_ended({call_id: f for call_id, (_d, f) in pending_calls.items()})
+            if ended:
+                enqueue_call_ended(connection, ended, targets, time.time())
+        return len(pending_calls) + len(traces) + len(lines)
 
     def _write_calls(
         self,
