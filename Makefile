@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint sipp venv clean
+.PHONY: demo test bench lint sipp test-deps venv clean
 
 venv: $(STAMP)
 
@@ -21,6 +21,17 @@ sipp:
 	  echo "installing sip-tester (SIPp) with apt-get"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sip-tester >/dev/null; }
 
+# What the tests need from Debian beyond SIPp: a PostgreSQL server (the store on
+# PostgreSQL) and Chromium (the dashboard in a headless browser).
+test-deps: sipp
+	@missing=""; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing with apt-get"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
 demo: $(STAMP) sipp
 	$(VENV)/bin/byeline demo
 
@@ -29,8 +40,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check src tests bench
 	$(VENV)/bin/mypy
 
-test: $(STAMP) sipp lint
-	$(VENV)/bin/pytest -q
+# The REQUIRE variables turn "not installed" skips into failures: a missing install
+# step must fail CI, not pass it quietly.
+test: $(STAMP) test-deps lint
+	BYELINE_REQUIRE_PG=1 BYELINE_REQUIRE_BROWSER=1 $(VENV)/bin/pytest -q
 
 bench: $(STAMP) sipp
 	$(PY) bench/run.py

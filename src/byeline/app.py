@@ -26,15 +26,39 @@ log = logging.getLogger("byeline")
 
 @dataclass
 class App:
-    """A running byeline: the edge, its store and what it serves."""
+    """A running byeline: the edge, its store, the HTTP API and what it serves."""
 
     edge: SipEdge
     store: Any
     routes: Routes | None
+    cfg: ServeConfig | None = None
     bound: list[ListenSpec] = field(default_factory=list)
+    http: Any = None
+    retention: Any = None
 
     async def start(self) -> None:
-        """Open the listeners."""
+        """Open the HTTP API (so its metrics see every call), then the SIP listeners."""
+        cfg = self.cfg
+        if cfg is not None and self.store is not None:
+            address = cfg.http_address
+            if address is not None:
+                from .web.server import start_http
+
+                self.http = await start_http(
+                    host=address[0],
+                    port=address[1],
+                    store=self.store,
+                    edge=self.edge,
+                    token=cfg.api_token,
+                    webhooks=cfg.webhooks,
+                    webhook_secret=cfg.webhook_secret,
+                )
+                log.info("HTTP API and dashboard on %s", self.http.url)
+            if cfg.retention_days is not None:
+                from .store import RetentionTask
+
+                self.retention = RetentionTask(self.store, max_age=cfg.retention_days * 86400)
+                self.retention.start()
         self.bound = await self.edge.start()
 
     async def stop(self) -> None:
@@ -42,6 +66,11 @@ class App:
         await self.edge.shutdown()
         if self.store is not None:
             await self.store.aflush()
+        if self.retention is not None:
+            await self.retention.stop()
+        if self.http is not None:
+            await self.http.stop()
+        if self.store is not None:
             self.store.close()
 
 
@@ -96,4 +125,7 @@ def build_app(cfg: ServeConfig, *, store: Any = None) -> App:
         result_attributes=routes.result_attributes.names() if routes else (),
     )
     edge.transports.tls_context = tls_context(cfg.tls_cert, cfg.tls_key)
-    return App(edge=edge, store=store, routes=routes)
+    cfg.http_address  # noqa: B018 - a bad --http stops start-up before any socket opens
+    if cfg.webhooks and not cfg.webhook_secret:
+        raise ConfigError("webhooks need webhook_secret (BYELINE_WEBHOOK_SECRET) to sign requests")
+    return App(edge=edge, store=store, routes=routes, cfg=cfg)

@@ -62,6 +62,16 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     # Advanced: RFC 3261 T1; 64*T1 bounds the wait for an ACK and a BYE's response.
     serve.add_argument("--sip-t1", type=float, help=argparse.SUPPRESS)
+    serve.add_argument(
+        "--webhook",
+        action="append",
+        default=[],
+        dest="webhooks",
+        help="POST each call's result to this URL (repeatable)",
+    )
+    serve.add_argument(
+        "--retention-days", type=float, help="purge call records and traces older than this"
+    )
     serve.add_argument("--log-level", help="debug, info, warning, error")
 
     demo = sub.add_parser("demo", help="the whole loop on loopback with the bundled examples")
@@ -219,6 +229,8 @@ def _serve(args: argparse.Namespace) -> int:
         "tls_key": args.tls_key,
         "answer_delay": args.answer_delay,
         "sip_t1": args.sip_t1,
+        "webhooks": args.webhooks,
+        "retention_days": args.retention_days,
         "log_level": args.log_level,
     }
     cfg = load_config(args.config, flags)

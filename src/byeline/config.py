@@ -20,7 +20,7 @@ class ConfigError(ValueError):
     """A configuration value that cannot be used; the message names it."""
 
 
-LIST_KEYS = {"trunk", "dispatch", "sip"}
+LIST_KEYS = {"trunk", "dispatch", "sip", "webhooks"}
 
 
 @dataclass
@@ -43,7 +43,25 @@ class ServeConfig:
     shutdown_grace: float = 10.0
     answer_delay: float = 0.0
     sip_t1: float = 0.5
+    api_token: str | None = None
+    webhooks: list[str] = field(default_factory=list)
+    webhook_secret: str | None = None
+    retention_days: float | None = None
     log_level: str = "info"
+
+    @property
+    def http_address(self) -> tuple[str, int] | None:
+        """``http`` as (host, port), checked; None when the API is off."""
+        if not self.http:
+            return None
+        text = self.http
+        if text.startswith("["):
+            host, _, port_text = text[1:].partition("]:")
+        else:
+            host, _, port_text = text.rpartition(":")
+        if not host or not port_text.isdigit() or int(port_text) > 65535:
+            raise ConfigError(f"http {self.http!r}: expected HOST:PORT, e.g. 127.0.0.1:8080")
+        return host, int(port_text)
 
     @property
     def rtp_range(self) -> tuple[int, int]:
