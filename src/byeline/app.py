@@ -16,7 +16,7 @@ from .agent.menu import DtmfMenuAgent, shutdown_handback
 from .agent.routes import Routes, check_routes_against_trunk, load_routes
 from .config import ConfigError, ServeConfig
 from .edge.call import Call
-from .edge.server import EdgeConfig, SipEdge
+from .edge.server import AgentFactory, EdgeConfig, SipEdge
 from .edge.trunk import DispatchRuleSet, TrunkSet, load_dispatch_rule, load_trunk
 from .net.sip_transport import ListenSpec
 from .sip.transaction import TimerConfig
@@ -74,6 +74,50 @@ class App:
             self.store.close()
 
 
+AGENTS = ("voice", "dtmf")
+
+_transcript_roles = {"user": "caller", "assistant": "agent"}
+
+
+def _build_agent(cfg: ServeConfig, routes: Routes | None, store: Any) -> AgentFactory | None:
+    """The agent each call gets: the voice agent (speech and keys) or the keypad menu."""
+    if routes is None:
+        return None
+    if cfg.agent not in AGENTS:
+        raise ConfigError(f"agent {cfg.agent!r}: expected one of {', '.join(AGENTS)}")
+    if cfg.agent == "dtmf":
+        return DtmfMenuAgent(routes, no_input_timeout=cfg.no_input_timeout)
+    from livekit.plugins import silero
+
+    from .agent.routing_agent import VoiceAgentRunner
+    from .agent.speech import EspeakTTS, PocketsphinxSTT
+
+    stt = PocketsphinxSTT.for_routes(routes)
+    stt.prewarm()
+    runner = VoiceAgentRunner(
+        routes,
+        stt=stt,
+        tts=EspeakTTS(),
+        vad=silero.VAD.load(),  # loaded once, shared by every call
+        no_input_timeout=cfg.no_input_timeout,
+    )
+
+    async def agent(call: Call) -> None:
+        if store is not None:
+            call.on(
+                "transcript",
+                lambda line: store.transcript(
+                    call.call_id,
+                    _transcript_roles.get(line["role"], line["role"]),
+                    line["text"],
+                    line["at"],
+                ),
+            )
+        await runner(call)
+
+    return agent
+
+
 def build_app(cfg: ServeConfig, *, store: Any = None) -> App:
     """Load and check every file the configuration names; build the edge."""
     from .cli import tls_context
@@ -109,7 +153,7 @@ def build_app(cfg: ServeConfig, *, store: Any = None) -> App:
         interrupted = store.mark_interrupted(time.time())
         if interrupted:
             log.warning("%d calls were interrupted by the last stop; marked as such", interrupted)
-    agent = DtmfMenuAgent(routes, no_input_timeout=cfg.no_input_timeout) if routes else None
+    agent = _build_agent(cfg, routes, store)
 
     async def on_shutdown(call: Call) -> None:
         if routes is not None:

@@ -72,6 +72,11 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--retention-days", type=float, help="purge call records and traces older than this"
     )
+    serve.add_argument(
+        "--agent",
+        choices=["voice", "dtmf"],
+        help="voice: speech and keys (default); dtmf: the keypad menu only",
+    )
     serve.add_argument("--log-level", help="debug, info, warning, error")
 
     demo = sub.add_parser("demo", help="the whole loop on loopback with the bundled examples")
@@ -229,6 +234,7 @@ def _serve(args: argparse.Namespace) -> int:
         "tls_key": args.tls_key,
         "answer_delay": args.answer_delay,
         "sip_t1": args.sip_t1,
+        "agent": args.agent,
         "webhooks": args.webhooks,
         "retention_days": args.retention_days,
         "log_level": args.log_level,

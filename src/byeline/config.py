@@ -43,6 +43,7 @@ class ServeConfig:
     shutdown_grace: float = 10.0
     answer_delay: float = 0.0
     sip_t1: float = 0.5
+    agent: str = "voice"
     api_token: str | None = None
     webhooks: list[str] = field(default_factory=list)
     webhook_secret: str | None = None
