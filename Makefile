@@ -35,9 +35,11 @@ test-deps: sipp
 demo: $(STAMP) sipp
 	$(VENV)/bin/byeline demo
 
+LINT_DIRS := $(wildcard src tests bench fuzz scripts)
+
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check $(LINT_DIRS)
+	$(VENV)/bin/ruff format --check $(LINT_DIRS)
 	$(VENV)/bin/mypy
 
 # The REQUIRE variables turn "not installed" skips into failures: a missing install
