@@ -89,15 +89,35 @@ def _build_agent(cfg: ServeConfig, routes: Routes | None, store: Any) -> AgentFa
         return DtmfMenuAgent(routes, no_input_timeout=cfg.no_input_timeout)
     from livekit.plugins import silero
 
+    from .agent.providers import ProviderConfig, ProviderError, build_llm, build_stt, build_tts
     from .agent.routing_agent import VoiceAgentRunner
-    from .agent.speech import EspeakTTS, PocketsphinxSTT
 
-    stt = PocketsphinxSTT.for_routes(routes)
-    stt.prewarm()
+    providers = ProviderConfig(
+        llm=cfg.llm,
+        llm_model=cfg.llm_model,
+        llm_base_url=cfg.llm_base_url,
+        stt=cfg.stt,
+        stt_model=cfg.stt_model,
+        stt_base_url=cfg.stt_base_url,
+        tts=cfg.tts,
+        tts_model=cfg.tts_model,
+        tts_voice=cfg.tts_voice,
+        tts_base_url=cfg.tts_base_url,
+    )
+    try:
+        providers.check()
+        llm, stt, tts = (
+            build_llm(providers, routes),
+            build_stt(providers, routes),
+            build_tts(providers),
+        )
+    except ProviderError as exc:
+        raise ConfigError(str(exc)) from None
     runner = VoiceAgentRunner(
         routes,
         stt=stt,
-        tts=EspeakTTS(),
+        tts=tts,
+        llm=llm,
         vad=silero.VAD.load(),  # loaded once, shared by every call
         no_input_timeout=cfg.no_input_timeout,
     )

@@ -44,6 +44,16 @@ class ServeConfig:
     answer_delay: float = 0.0
     sip_t1: float = 0.5
     agent: str = "voice"
+    llm: str = "offline"
+    llm_model: str = "gpt-4.1-mini"
+    llm_base_url: str | None = None
+    stt: str = "offline"
+    stt_model: str = "gpt-4o-mini-transcribe"
+    stt_base_url: str | None = None
+    tts: str = "offline"
+    tts_model: str = "gpt-4o-mini-tts"
+    tts_voice: str = "ash"
+    tts_base_url: str | None = None
     api_token: str | None = None
     webhooks: list[str] = field(default_factory=list)
     webhook_secret: str | None = None
