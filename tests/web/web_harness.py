@@ -69,6 +69,7 @@ async def start_served(
         db=db or str(tmp_path / "calls.db"),
         rtp_ports="34000-34100",
         no_input_timeout=1.0,
+        agent="dtmf",  # these tests write their own transcript lines
     )
     app = build_app(cfg)
     http = await start_http(
