@@ -1,0 +1,942 @@
+"""``make bench``: byeline's signalling and media capacity, side by side with baselines.
+
+Everything runs in one go on this machine, on loopback, with the server pinned to core 0 and the
+load generator to core 1 (``taskset -c``, both at ``nice -10`` so other work on the machine
+disturbs them less). Figures are printed and written to ``bench/out/report.json``; nothing is
+asserted: the result is numbers and ratios, read by a person.
+
+1. Signalling: the highest call rate (calls/s) a UAS sustains with < 1 % failed calls and no
+   growing backlog, for the scenario of ``bench/scenarios/five9_uac.xml`` (INVITE with Five9 X-
+   headers -> 100/180/200 -> ACK -> BYE from the caller -> 200), driven by SIPp. The same search
+   runs against ``byeline serve`` (no --routes, --db to a temp file), a minimal UAS on the
+   ``sippy`` package (``bench/sippy_uas.py``) and SIPp's built-in UAS (``sipp -sn uas``, the upper
+   bound). Search: rates 50, 100, 200, 400... until a step fails, bisection between the last
+   good and the first bad rate, then the best rate is confirmed over the full duration.
+2. Media: the most concurrent calls with two-way G.711 RTP that byeline carries with loss < 0.1 %
+   and p99 inter-arrival jitter < 10 ms measured at the far end (``bench/media_load.py``).
+3. CPU time and RSS of the server process from /proc for every step; py-spy profiles of byeline
+   under signalling and media load (default mode).
+
+``--quick`` is the smoke run (5 s steps, no bisection, two media steps). Every loop is bounded in
+count and time; the whole default run is kept under ~14 minutes by a time budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import csv
+import importlib.util
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+VENV_BIN = Path(sys.executable).parent
+TRUNK = ROOT / "src" / "byeline" / "examples" / "five9-trunk.json"
+SERVER_CORE = "0"
+LOAD_CORE = "1"
+# Real-time round-robin priority 1 (the lowest) for the server and the load generator, so that
+# other work on a shared machine cannot delay their 20 ms timers; nice -10 where that is refused.
+PRIORITY = (
+    ["chrt", "-r", "1"]
+    if shutil.which("chrt")
+    and subprocess.run(["chrt", "-r", "1", "true"], capture_output=True).returncode == 0
+    else ["nice", "-n", "-10"]
+)
+SERVICE = "+18005550100"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+RAMP = [50, 100, 200, 400, 800, 1600, 3200, 6400]
+T0 = time.monotonic()
+
+
+# Where byeline is imported from: the working tree (default) or a snapshot of a git ref
+# (--snapshot), so that edits made while the bench runs cannot change what is measured.
+SERVER_ENV: dict[str, str] = dict(os.environ)
+
+
+def take_snapshot(ref: str, work: Path) -> str:
+    """Extract ``ref``'s src/ into ``work`` and import byeline from there; returns the commit."""
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", ref],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    dest = work / "snapshot"
+    dest.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", ref, "src"], capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    SERVER_ENV["PYTHONPATH"] = str(dest / "src")
+    return commit
+
+
+def log(text: str) -> None:
+    print(f"[{time.monotonic() - T0:6.1f}s] {text}", flush=True)
+
+
+# -- dependencies installed at run time (the Makefile and pyproject.toml stay as they are) -------
+
+
+def ensure_package(module: str, package: str) -> tuple[bool, str]:
+    """Import ``module`` or pip-install ``package`` into this venv; (available, note)."""
+    if importlib.util.find_spec(module) is not None:
+        return True, "already installed"
+    log(f"installing {package} into the venv with pip (bench-only dependency)")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", package],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if proc.returncode != 0:
+        lines = (proc.stderr or proc.stdout).strip().splitlines() or ["pip failed"]
+        return False, f"pip install {package} failed: {lines[-1]}"
+    importlib.invalidate_caches()
+    return importlib.util.find_spec(module) is not None, f"installed {package} with pip"
+
+
+def ensure_pyspy() -> str | None:
+    """py-spy from the venv, pip-installed there when missing; None if that fails."""
+    path = VENV_BIN / "py-spy"
+    if not path.exists():
+        log("installing py-spy into the venv with pip (bench-only profiler)")
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "-q", "py-spy"],
+            capture_output=True,
+            timeout=300,
+        )
+    return str(path) if path.exists() else shutil.which("py-spy")
+
+
+# -- /proc -----------------------------------------------------------------------------------------
+
+
+def proc_sample(pid: int) -> dict[str, float]:
+    """CPU seconds (all threads) and RSS (MB) of ``pid``; zeros if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        rss = 0.0
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    rss = int(line.split()[1]) / 1024
+        return {"cpu_s": (int(fields[11]) + int(fields[12])) / CLK_TCK, "rss_mb": rss}
+    except (OSError, IndexError):
+        return {"cpu_s": 0.0, "rss_mb": 0.0}
+
+
+def cores_busy() -> float:
+    """Busy seconds of cores 0 and 1 together (/proc/stat)."""
+    total = 0.0
+    with open("/proc/stat") as fh:
+        for line in fh:
+            name = line.split(" ", 1)[0]
+            if name in ("cpu0", "cpu1"):
+                v = [int(x) for x in line.split()[1:9]]
+                total += (sum(v) - v[3] - v[4]) / CLK_TCK
+    return total
+
+
+# -- servers ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    name: str
+    proc: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def pinned(core: str, argv: list[str]) -> list[str]:
+    return ["taskset", "-c", core, *PRIORITY, *argv]
+
+
+def start_server(kind: str, port: int, work: Path, **extra: Any) -> Server:
+    """Start one UAS on core 0 and wait (bounded) until it listens."""
+    log_path = work / f"{kind}-{port}.log"
+    if kind == "byeline":
+        argv = [
+            sys.executable,
+            "-m",
+            "byeline.cli",
+            "serve",
+            "--trunk",
+            str(TRUNK),
+            "--sip",
+            f"udp:127.0.0.1:{port}",
+            "--db",
+            extra.get("db", str(work / f"byeline-{port}.db")),
+            "--rtp-ports",
+            extra.get("rtp_ports", "20000-45000"),
+            "--max-calls",
+            "100000",
+            "--media-timeout",
+            "3600",
+            "--log-level",
+            "warning",
+        ]
+        ready = "ready on"
+    elif kind == "sippy":
+        argv = [sys.executable, str(BENCH / "sippy_uas.py"), "127.0.0.1", str(port)]
+        ready = "ready"
+    elif kind == "sipp-uas":
+        # 4 MB socket buffers as for the UAC: SIPp's own default (64 kB) drops bursts.
+        argv = [
+            "sipp",
+            "-sn",
+            "uas",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-nostdin",
+            "-buff_size",
+            str(4 << 20),
+        ]
+        ready = ""
+    else:
+        raise ValueError(kind)
+    out = log_path.open("wb")
+    proc = subprocess.Popen(
+        pinned(SERVER_CORE, argv),
+        stdout=out if kind != "sipp-uas" else subprocess.DEVNULL,
+        stderr=out,
+        cwd=work,
+        start_new_session=True,
+        env=SERVER_ENV,
+    )
+    server = Server(kind, proc, port, log_path)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log_path.read_text(errors="replace")[-500:]
+            raise RuntimeError(f"{kind} exited at start: {tail}")
+        if not ready:
+            time.sleep(1.0)
+            return server
+        if ready in log_path.read_text(errors="replace"):
+            time.sleep(0.3)
+            return server
+        time.sleep(0.1)
+    server.stop()
+    raise RuntimeError(f"{kind} did not get ready in 30 s")
+
+
+# -- signalling ------------------------------------------------------------------------------------
+
+
+def scenario(work: Path, hold_ms: int) -> Path:
+    text = (BENCH / "scenarios" / "five9_uac.xml").read_text()
+    if hold_ms > 0:
+        text = text.replace("HOLD_MS", str(hold_ms))
+    else:
+        text = text.replace('  <pause milliseconds="HOLD_MS"/>\n', "")
+    path = work / "five9_uac.xml"
+    path.write_text(text)
+    return path
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
+
+
+def sipp_step(
+    kind: str, rate: int, duration: float, work: Path, hold_ms: int, **server_extra: Any
+) -> dict[str, Any]:
+    """One fixed-rate SIPp run against a fresh UAS; counters, latencies, CPU, verdict."""
+    step_dir = Path(tempfile.mkdtemp(prefix=f"{kind}-{rate}-", dir=work))
+    port = 15100 + (int(time.monotonic() * 10) % 400) * 2
+    server = start_server(kind, port, step_dir, **server_extra)
+    calls = int(rate * duration)
+    scen = scenario(step_dir, hold_ms)
+    argv = [
+        "sipp",
+        f"127.0.0.1:{port}",
+        "-sf",
+        str(scen),
+        "-s",
+        SERVICE,
+        "-i",
+        "127.0.0.1",
+        "-p",
+        str(port + 1),
+        "-mi",
+        "127.0.0.1",
+        "-mp",
+        str(50000 + port % 1000 * 4),
+        "-m",
+        str(calls),
+        "-r",
+        str(rate),
+        "-l",
+        str(max(1000, rate * 10)),
+        "-nostdin",
+        "-buff_size",
+        str(4 << 20),
+        "-trace_stat",
+        "-stf",
+        "stat.csv",
+        "-fd",
+        "1",
+        "-trace_rtt",
+        "-rtt_freq",
+        "1",
+        "-timeout",
+        f"{int(duration + 20)}s",
+    ]
+    s0, b0, w0 = proc_sample(server.pid), cores_busy(), time.monotonic()
+    uac = subprocess.Popen(
+        pinned(LOAD_CORE, argv), cwd=step_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    u_peak = 0.0
+    try:
+        while uac.poll() is None and time.monotonic() - w0 < duration + 30:
+            time.sleep(0.25)
+            u_peak = max(u_peak, proc_sample(uac.pid)["cpu_s"])
+        if uac.poll() is None:
+            uac.kill()
+    finally:
+        uac.wait(10)
+    wall = time.monotonic() - w0
+    s1, b1 = proc_sample(server.pid), cores_busy()
+    alive = server.alive()
+    exit_status = server.proc.returncode  # negative: killed by that signal (not by us)
+    server.stop()
+    stats: dict[str, str] = {}
+    stat_file = step_dir / "stat.csv"
+    if stat_file.exists():
+        rows = list(csv.reader(stat_file.open(), delimiter=";"))
+        if len(rows) > 1:
+            stats = dict(zip(rows[0], rows[-1], strict=False))
+    created = int(stats.get("TotalCallCreated", 0) or 0)
+    ok_calls = int(stats.get("SuccessfulCall(C)", 0) or 0)
+    failed = int(stats.get("FailedCall(C)", 0) or 0)
+    retrans = int(stats.get("Retransmissions(C)", 0) or 0)
+    rtd1: list[tuple[float, float]] = []
+    rtd2: list[float] = []
+    for rtt in step_dir.glob("*_rtt.csv"):
+        with rtt.open() as fh:
+            next(fh, None)
+            for line in fh:
+                parts = line.strip().split(";")
+                if len(parts) >= 3:
+                    with contextlib.suppress(ValueError):
+                        at, ms = float(parts[0]), float(parts[1])
+                        if parts[2] == "1":
+                            rtd1.append((at, ms))
+                        else:
+                            rtd2.append(ms)
+    rtd1.sort()
+    invite_ms = [v for _, v in rtd1]
+    last_quarter = invite_ms[len(invite_ms) * 3 // 4 :]
+    first_quarter = invite_ms[: len(invite_ms) // 4]
+    fail_ratio = (calls - ok_calls) / calls if calls else 1.0
+    cpu = (s1["cpu_s"] - s0["cpu_s"]) / wall
+    uac_cpu = u_peak / wall
+    result: dict[str, Any] = {
+        "uas": kind,
+        "rate": rate,
+        "duration_s": duration,
+        "hold_ms": hold_ms,
+        "calls_attempted": calls,
+        "calls_created": created,
+        "calls_ok": ok_calls,
+        "calls_failed": failed,
+        "failed_ratio": round(fail_ratio, 5),
+        "retransmissions": retrans,
+        "wall_s": round(wall, 2),
+        "invite_200_p50_ms": percentile(invite_ms, 50),
+        "invite_200_p99_ms": percentile(invite_ms, 99),
+        "invite_200_p50_first_quarter_ms": percentile(first_quarter, 50),
+        "invite_200_p50_last_quarter_ms": percentile(last_quarter, 50),
+        "invite_200_p99_last_quarter_ms": percentile(last_quarter, 99),
+        "drain_s": round(max(0.0, wall - duration), 2),
+        "bye_200_p99_ms": percentile(rtd2, 99),
+        "server_cpu_pct": round(100 * cpu, 1),
+        "server_cpu_ms_per_call": round(1000 * (s1["cpu_s"] - s0["cpu_s"]) / max(1, ok_calls), 3),
+        "server_rss_mb": round(s1["rss_mb"], 1),
+        "server_alive": alive,
+        "server_exit_status_before_stop": exit_status,
+        "uac_cpu_pct": round(100 * uac_cpu, 1),
+        "other_load_pct": round(100 * ((b1 - b0) / wall - cpu - uac_cpu), 1),
+    }
+    why = []
+    if fail_ratio >= 0.01:
+        why.append(f"{100 * fail_ratio:.2f}% calls not successful")
+    # A growing backlog shows in the calls placed last: their INVITE waits behind the queue.
+    # Median over 100 ms, or a p99 past 1 s (the INVITE needed two T1 retransmissions), fails.
+    lq50 = result["invite_200_p50_last_quarter_ms"]
+    lq99 = result["invite_200_p99_last_quarter_ms"]
+    if lq50 is None or lq50 > 100:
+        why.append(f"backlog: INVITE->200 median {lq50} ms in the last quarter")
+    if lq99 is not None and lq99 >= 1000:
+        why.append(f"backlog: INVITE->200 p99 {lq99:.0f} ms in the last quarter")
+    if not alive:
+        why.append(f"server exited during the step (status {exit_status})")
+    result["ok"] = not why
+    result["why"] = "; ".join(why)
+    result["uac_limited"] = bool(why) and uac_cpu > 0.9
+    if result["ok"]:
+        shutil.rmtree(step_dir, ignore_errors=True)
+    return result
+
+
+def search_rate(
+    kind: str,
+    work: Path,
+    *,
+    ramp_s: float,
+    confirm_s: float,
+    bisect: int,
+    hold_ms: int,
+    budget: float,
+) -> dict[str, Any]:
+    """Ramp, bisect, confirm; returns the steps and the highest confirmed rate."""
+    began = time.monotonic()
+    steps: list[dict[str, Any]] = []
+
+    def run(rate: int, duration: float, phase: str) -> bool:
+        result = sipp_step(kind, rate, duration, work, hold_ms)
+        result["phase"] = phase
+        steps.append(result)
+        log(
+            f"  {kind:8s} {phase:7s} {rate:5d}/s {duration:4.0f}s: "
+            f"{'ok  ' if result['ok'] else 'FAIL'} failed {100 * result['failed_ratio']:.2f}% "
+            f"p99 {result['invite_200_p99_ms']} ms cpu {result['server_cpu_pct']}% "
+            f"{result['server_cpu_ms_per_call']} ms/call uac {result['uac_cpu_pct']}% "
+            f"{result['why']}"
+        )
+        return bool(result["ok"])
+
+    good, bad = 0, None
+    for rate in RAMP:
+        if time.monotonic() - began > budget:
+            break
+        if run(rate, ramp_s, "ramp"):
+            good = rate
+        else:
+            bad = rate
+            break
+    if bad is not None and good:
+        for _ in range(bisect):
+            if time.monotonic() - began > budget or bad - good <= max(10, good // 20):
+                break
+            mid = (good + bad) // 2
+            if run(mid, ramp_s, "bisect"):
+                good = mid
+            else:
+                bad = mid
+    confirmed = good
+    unconfirmed = None
+    if confirm_s > ramp_s and good:
+        candidate = good
+        confirmed = 0
+        for _ in range(2):
+            if run(candidate, confirm_s, "confirm"):
+                confirmed = candidate
+                break
+            candidate = int(candidate * 0.85)
+        if not confirmed:
+            unconfirmed = good  # held for the ramp step only; reported as such
+    at_max = next((s for s in reversed(steps) if s["ok"] and s["rate"] == confirmed), None)
+    limited = [s for s in steps if s["uac_limited"]]
+    return {
+        "uas": kind,
+        "max_cps": confirmed,
+        "best_short_step_cps": unconfirmed if unconfirmed else good,
+        "confirmed_over_s": confirm_s if confirmed else None,
+        "first_failing_cps": bad,
+        "ramp_ceiling_reached": bad is None,
+        "load_generator_limited": bool(limited),
+        "at_max": at_max,
+        "steps": steps,
+    }
+
+
+# -- media -----------------------------------------------------------------------------------------
+
+
+def media_bench(
+    work: Path, steps: list[int], hold: float, settle: float, budget: float
+) -> dict[str, Any]:
+    server = start_server("byeline", 15050, work, rtp_ports="20000-60000")
+    idle = proc_sample(server.pid)
+    argv = [
+        sys.executable,
+        str(BENCH / "media_load.py"),
+        "127.0.0.1:15050",
+        "--server-pid",
+        str(server.pid),
+        "--steps",
+        ",".join(str(s) for s in steps),
+        "--hold",
+        str(hold),
+        "--settle",
+        str(settle),
+        "--budget",
+        str(budget),
+    ]
+    try:
+        proc = subprocess.run(
+            pinned(LOAD_CORE, argv),
+            capture_output=True,
+            text=True,
+            timeout=budget + 180,
+            env=SERVER_ENV,
+        )
+    finally:
+        server.stop()
+    sys.stderr.write(proc.stderr)
+    try:
+        data: dict[str, Any] = json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        return {"error": (proc.stderr.strip().splitlines() or ["media_load failed"])[-1]}
+    data["server_idle_rss_mb"] = round(idle["rss_mb"], 1)
+    passing = [s for s in data["steps"] if s["ok"]]
+    best = passing[-1] if passing else None
+    data["max_calls"] = best["target_calls"] if best else 0
+    data["at_max"] = best
+    data["first_failing"] = next(
+        (s for s in data["steps"] if not s["ok"] and not s.get("retried")), None
+    )
+    if best:
+        base = data["server_idle_rss_mb"]
+        best["rss_per_call_kb"] = round(1024 * (best["server_rss_mb"] - base) / best["calls_up"], 1)
+        best["cpu_pct_per_call"] = round(best["server_cpu_pct"] / best["calls_up"], 4)
+        best["cpu_us_per_packet"] = round(
+            1e6 * best["server_cpu_pct"] / 100 / (best["calls_up"] * 100), 2
+        )  # 50 packets in + 50 out per call per second
+    return data
+
+
+# -- profiles --------------------------------------------------------------------------------------
+
+
+def fold(raw: Path, top: int = 15) -> dict[str, Any]:
+    """Self and inclusive sample shares from py-spy's collapsed stacks."""
+    leaf: collections.Counter[str] = collections.Counter()
+    incl: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in raw.read_text(errors="replace").splitlines():
+        stack, _, count_s = line.rpartition(" ")
+        if not count_s.isdigit():
+            continue
+        count = int(count_s)
+        frames = [f for f in stack.split(";") if f]
+        if not frames:
+            continue
+        total += count
+        leaf[_short(frames[-1])] += count
+        for frame in {_short(f) for f in frames}:
+            incl[frame] += count
+    return {
+        "samples": total,
+        "self": [(f, round(100 * c / total, 1)) for f, c in leaf.most_common(top)] if total else [],
+        "inclusive": [
+            (f, round(100 * c / total, 1))
+            for f, c in incl.most_common(top + 12)
+            if not f.startswith(("<module>", "main (", "run (", "_serve", "Runner.run", "Thread."))
+        ][:top]
+        if total
+        else [],
+    }
+
+
+def _short(frame: str) -> str:
+    # "func (path/to/file.py:123)" -> "func (file.py)"
+    name, _, where = frame.partition(" (")
+    where = where.rstrip(")")
+    path = where.rsplit(":", 1)[0]
+    parts = path.split("/")
+    short = "/".join(parts[-2:]) if parts else path
+    return f"{name} ({short})"
+
+
+def profile_signalling(pyspy: str, work: Path, rate: int, seconds: float) -> dict[str, Any]:
+    step_dir = Path(tempfile.mkdtemp(prefix="profile-sig-", dir=work))
+    port = 15040
+    server = start_server("byeline", port, step_dir)
+    scen = scenario(step_dir, 0)
+    calls = str(int(rate * (seconds + 3)))
+    argv = [
+        "sipp",
+        f"127.0.0.1:{port}",
+        "-sf",
+        str(scen),
+        "-s",
+        SERVICE,
+        "-i",
+        "127.0.0.1",
+        "-p",
+        str(port + 1),
+        "-mi",
+        "127.0.0.1",
+        "-mp",
+        "54000",
+        "-m",
+        calls,
+        "-r",
+        str(rate),
+        "-nostdin",
+        "-timeout",
+        f"{int(seconds + 20)}s",
+    ]
+    uac = subprocess.Popen(
+        pinned(LOAD_CORE, argv), cwd=step_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    raw = step_dir / "sig.folded"
+    try:
+        time.sleep(1.5)
+        subprocess.run(
+            [
+                "taskset",
+                "-c",
+                LOAD_CORE,
+                pyspy,
+                "record",
+                "-p",
+                str(server.pid),
+                "-d",
+                str(int(seconds)),
+                "-r",
+                "250",
+                "-f",
+                "raw",
+                "-o",
+                str(raw),
+                "--gil",
+            ],
+            capture_output=True,
+            timeout=seconds + 30,
+        )
+    finally:
+        uac.wait(seconds + 30) if uac.poll() is None else None
+        server.stop()
+    out = fold(raw) if raw.exists() else {"error": "py-spy produced nothing"}
+    out.update(rate=rate, seconds=seconds)
+    return out
+
+
+def profile_media(pyspy: str, work: Path, calls: int, seconds: float) -> dict[str, Any]:
+    step_dir = Path(tempfile.mkdtemp(prefix="profile-media-", dir=work))
+    server = start_server("byeline", 15030, step_dir, rtp_ports="20000-60000")
+    argv = [
+        sys.executable,
+        str(BENCH / "media_load.py"),
+        "127.0.0.1:15030",
+        "--server-pid",
+        str(server.pid),
+        "--steps",
+        str(calls),
+        "--hold",
+        str(seconds + 2),
+        "--settle",
+        "1",
+    ]
+    gen = subprocess.Popen(
+        pinned(LOAD_CORE, argv),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=SERVER_ENV,
+    )
+    raw = step_dir / "media.folded"
+    try:
+        time.sleep(calls / 200 + 4.5)
+        subprocess.run(
+            [
+                "taskset",
+                "-c",
+                LOAD_CORE,
+                pyspy,
+                "record",
+                "-p",
+                str(server.pid),
+                "-d",
+                str(int(seconds)),
+                "-r",
+                "250",
+                "-f",
+                "raw",
+                "-o",
+                str(raw),
+                "--gil",
+            ],
+            capture_output=True,
+            timeout=seconds + 30,
+        )
+    finally:
+        try:
+            gen.wait(seconds + calls / 100 + 30)
+        except subprocess.TimeoutExpired:
+            gen.kill()
+        server.stop()
+    out = fold(raw) if raw.exists() else {"error": "py-spy produced nothing"}
+    out.update(calls=calls, seconds=seconds)
+    return out
+
+
+# -- report ----------------------------------------------------------------------------------------
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a and b else None
+
+
+def environment() -> dict[str, Any]:
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    versions = {}
+    for module in ("uvloop", "sippy", "numpy", "sqlalchemy"):
+        with contextlib.suppress(Exception):
+            from importlib.metadata import version
+
+            versions[module] = version(module)
+    sipp_v = subprocess.run(["sipp", "-v"], capture_output=True, text=True).stdout
+    git = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "-C", str(ROOT), "status", "--porcelain", "--", "src"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "sipp": next((ln.strip() for ln in sipp_v.splitlines() if "SIPp" in ln), ""),
+        "packages": versions,
+        "git_head": git,
+        "src_modified_files": len(dirty.splitlines()),
+        "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3],
+        "server_core": SERVER_CORE,
+        "load_core": LOAD_CORE,
+        "priority": " ".join(PRIORITY),
+    }
+
+
+def print_table(report: dict[str, Any]) -> None:
+    sig = report.get("signalling", {})
+    print(
+        "\n== Signalling: max calls/s with <1% failed, no backlog "
+        f"(confirm {report['mode']['confirm_s']} s) =="
+    )
+    print(
+        f"{'UAS':<10}{'max cps':>9}{'1st fail':>10}{'cpu ms/call':>13}{'p99 200 ms':>12}"
+        f"{'RSS MB':>8}  note"
+    )
+    for kind in ("byeline", "sippy", "sipp-uas"):
+        s = sig.get(kind)
+        if s is None:
+            continue
+        if "error" in s:
+            print(f"{kind:<10}{'n/a':>9}  {s['error']}")
+            continue
+        m = s.get("at_max") or {}
+        note = []
+        if s.get("ramp_ceiling_reached"):
+            note.append("ramp ceiling reached")
+        if s.get("load_generator_limited"):
+            note.append("SIPp UAC near 100% CPU at a failing step")
+        print(
+            f"{kind:<10}{s['max_cps']:>9}{s['first_failing_cps']!s:>10}"
+            f"{m.get('server_cpu_ms_per_call')!s:>13}{m.get('invite_200_p99_ms')!s:>12}"
+            f"{m.get('server_rss_mb')!s:>8}  {', '.join(note)}"
+        )
+    r = report.get("ratios", {})
+    print(
+        f"ratios: byeline/sippy = {r.get('byeline_over_sippy')}, "
+        f"byeline/SIPp-UAS = {r.get('byeline_over_sipp_uas')}"
+    )
+    media = report.get("media")
+    if media:
+        print("\n== Media: concurrent calls, two-way G.711, loss <0.1%, jitter p99 <10 ms ==")
+        if "error" in media:
+            print(f"error: {media['error']}")
+        else:
+            print(
+                f"{'calls':>6}{'loss %':>9}{'jit p99':>9}{'jit max':>9}{'cpu %':>7}{'RSS MB':>8}"
+                f"{'gen late p99':>13}{'other load %':>13}  verdict"
+            )
+            for s in media["steps"]:
+                print(
+                    f"{s['calls_up']:>6}{100 * s['loss']:>9.3f}{s['jitter_p99_ms']:>9.2f}"
+                    f"{s['jitter_max_ms']:>9.1f}{s['server_cpu_pct']:>7.1f}{s['server_rss_mb']:>8.1f}"
+                    f"{s['generator']['send_late_p99_ms']:>13.2f}{s['other_load_pct']:>13.1f}  "
+                    f"{'ok' if s['ok'] else 'FAIL: ' + s['why']}"
+                )
+            b = media.get("at_max") or {}
+            print(
+                f"max calls: {media['max_calls']}; at max: "
+                f"{b.get('cpu_pct_per_call')} % of a core "
+                f"per call, {b.get('rss_per_call_kb')} kB RSS per call, "
+                f"{b.get('cpu_us_per_packet')} us CPU per packet (in+out)"
+            )
+    for name, prof in report.get("profiles", {}).items():
+        if "self" in prof:
+            print(f"\n== py-spy {name}: top self time ==")
+            for frame, share in prof["self"][:8]:
+                print(f"  {share:5.1f}%  {frame}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run (a few minutes)")
+    parser.add_argument("--only", choices=("all", "signalling", "media"), default="all")
+    parser.add_argument("--uas", default="byeline,sippy,sipp-uas")
+    parser.add_argument("--hold-ms", type=int, default=0, help="call hold time between ACK and BYE")
+    parser.add_argument("--out", default=str(BENCH / "out"))
+    parser.add_argument(
+        "--snapshot",
+        metavar="REF",
+        help="measure byeline as committed at REF (e.g. HEAD) instead of the working tree",
+    )
+    args = parser.parse_args()
+    for tool in ("sipp", "taskset"):
+        if shutil.which(tool) is None:
+            print(f"bench: {tool} not found (make sipp installs SIPp)", file=sys.stderr)
+            return 2
+    if (os.cpu_count() or 1) < 2:
+        print("bench: needs 2 cores (server on core 0, load on core 1)", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    quick = args.quick
+    mode = {
+        "quick": quick,
+        "ramp_s": 5.0 if quick else 10.0,
+        "confirm_s": 5.0 if quick else 20.0,
+        "bisect": 0 if quick else 2,
+        "media_steps": [50, 200]
+        if quick
+        else [50, 100, 200, 400, 600, 800, 1000, 1200, 1400, 1700],
+        "media_hold_s": 5.0 if quick else 10.0,
+        "hold_ms": args.hold_ms,
+    }
+    report: dict[str, Any] = {"mode": mode, "environment": environment(), "notes": []}
+    work = Path(tempfile.mkdtemp(prefix="byeline-bench-"))
+    log(f"work directory {work}; mode {'quick' if quick else 'default'}")
+    if args.snapshot:
+        report["environment"]["measured"] = f"git snapshot {take_snapshot(args.snapshot, work)}"
+    else:
+        report["environment"]["measured"] = "working tree"
+    log(f"measuring byeline from the {report['environment']['measured']}")
+    try:
+        if args.only in ("all", "signalling"):
+            report["signalling"] = {}
+            kinds = [k for k in args.uas.split(",") if k]
+            budget = {"byeline": 170.0, "sippy": 150.0, "sipp-uas": 150.0}
+            for kind in kinds:
+                if kind == "sippy":
+                    ok, note = ensure_package("sippy", "sippy")
+                    report["notes"].append(f"sippy: {note}")
+                    if not ok:
+                        report["signalling"][kind] = {"error": note, "max_cps": None}
+                        continue
+                log(f"signalling: {kind}")
+                try:
+                    report["signalling"][kind] = search_rate(
+                        kind,
+                        work,
+                        ramp_s=mode["ramp_s"],
+                        confirm_s=mode["confirm_s"],
+                        bisect=mode["bisect"],
+                        hold_ms=args.hold_ms,
+                        budget=40.0 if quick else budget.get(kind, 150.0),
+                    )
+                except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+                    report["signalling"][kind] = {"error": str(exc), "max_cps": None}
+            sig = report["signalling"]
+            b = (sig.get("byeline") or {}).get("max_cps")
+            if b and not quick:
+                # What the call records cost: the same rate with the store off (--db "").
+                log(f"signalling: byeline at {b}/s without call records (--db '')")
+                with_db = sipp_step("byeline", b, mode["ramp_s"], work, args.hold_ms)
+                no_db = sipp_step("byeline", b, mode["ramp_s"], work, args.hold_ms, db="")
+                report["store_cost"] = {"rate": b, "with_db": with_db, "without_db": no_db}
+                log(
+                    f"  cpu ms/call with records {with_db['server_cpu_ms_per_call']}, "
+                    f"without {no_db['server_cpu_ms_per_call']}"
+                )
+            report["ratios"] = {
+                "byeline_over_sippy": ratio(b, (sig.get("sippy") or {}).get("max_cps")),
+                "byeline_over_sipp_uas": ratio(b, (sig.get("sipp-uas") or {}).get("max_cps")),
+            }
+        if args.only in ("all", "media"):
+            log("media: byeline with two-way RTP")
+            try:
+                report["media"] = media_bench(
+                    work,
+                    mode["media_steps"],
+                    mode["media_hold_s"],
+                    1.0 if quick else 2.0,
+                    budget=25.0 if quick else 230.0,
+                )
+            except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+                report["media"] = {"error": str(exc).splitlines()[-1]}
+        if not quick and args.only == "all":
+            pyspy = ensure_pyspy()
+            if pyspy:
+                report["notes"].append("py-spy: from the venv (pip-installed if it was missing)")
+                b_max = (report.get("signalling", {}).get("byeline") or {}).get("max_cps") or 100
+                m_max = (report.get("media") or {}).get("max_calls") or 100
+                log(f"profile: byeline signalling at {int(b_max * 0.7)}/s")
+                report.setdefault("profiles", {})["signalling"] = profile_signalling(
+                    pyspy, work, max(20, int(b_max * 0.7)), 8.0
+                )
+                log(f"profile: byeline media with {int(m_max * 0.7)} calls")
+                report["profiles"]["media"] = profile_media(
+                    pyspy, work, max(20, int(m_max * 0.7)), 8.0
+                )
+    finally:
+        report["elapsed_s"] = round(time.monotonic() - T0, 1)
+        report["environment"]["loadavg_at_end"] = Path("/proc/loadavg").read_text().split()[:3]
+        (out / "report.json").write_text(json.dumps(report, indent=2))
+        shutil.rmtree(work, ignore_errors=True)
+    print_table(report)
+    print(f"\nreport: {out / 'report.json'} ({report['elapsed_s']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
