@@ -49,6 +49,7 @@ test: $(STAMP) test-deps lint
 
 bench: $(STAMP) sipp
 	$(PY) bench/run.py
+	$(PY) bench/speech.py --json bench/out/speech.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info

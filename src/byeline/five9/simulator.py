@@ -43,6 +43,7 @@ from ..sip.transaction import (
     Output,
     Terminated,
     TimedOut,
+    TimerConfig,
     Transmit,
 )
 from .variables import FromIVA
@@ -112,6 +113,21 @@ class CallPlan:
     rtp_ports: tuple[int, int] = (40000, 49999)
     voice: str | None = None
     extra_headers: list[tuple[str, str]] = field(default_factory=list)
+    advertise: str | None = None
+    """``host:port`` to put in Via, From and Contact instead of our own socket's address: a relay
+    (or NAT) that forwards to us, so the agent's BYE crosses it as every other message does."""
+    media_relay: str | None = None
+    """``host:port`` of a media relay: put in the SDP offer, and our RTP is sent to it rather
+    than to the answer's address (the relay forwards both ways)."""
+    sip_t1: float | None = None
+    """RFC 3261 T1 of our transactions (default 0.5 s); lower it with the agent's to test fast."""
+    linger: float | None = None
+    """UDP: after the agent's BYE, keep answering its retransmissions until none has come for
+    this many seconds (our 200 OK may have been lost; RFC 3261 Timer J).  Default: 16*T1, at
+    most 2 s."""
+    tcp_listener: bool = False
+    """TCP/TLS: also listen for connections and put that port in Contact, so the agent can open
+    a new connection for its BYE when ours has gone (RFC 3261 §18.2.2)."""
 
 
 @dataclass
@@ -129,6 +145,7 @@ class CallOutcome:
     first_agent_audio_ms: float | None = None
     bye_ms: float | None = None
     last_input_ms: float | None = None  # when the caller's last key or speech ended
+    response_ms: float | None = None  # from then to the agent's first speech
     sip_call_id: str = ""
     rtp_received: int = 0
     rtp_lost: int = 0
@@ -158,6 +175,7 @@ class CallOutcome:
                 "first_agent_audio": _r(self.first_agent_audio_ms),
                 "bye": _r(self.bye_ms),
                 "last_input": _r(self.last_input_ms),
+                "response": _r(self.response_ms),
                 "handback": _r(self.handback_ms),
             },
             "rtp": {
@@ -243,6 +261,15 @@ class Five9Call:
         self._allocator = RtpPortAllocator(*plan.rtp_ports)
         self._rtp_port = 0
         self._answer_sdp = b""
+        self._timers = TimerConfig(t1=plan.sip_t1) if plan.sip_t1 else TimerConfig()
+        self._advertised: Address | None = (
+            parse_target(plan.advertise, plan.transport.lower())[1] if plan.advertise else None
+        )
+        self._media_relay: Address | None = (
+            parse_target(plan.media_relay, "udp")[1] if plan.media_relay else None
+        )
+        self._contact_address: Address | None = None  # our TCP listener (tcp_listener)
+        self._last_bye_at = 0.0  # when the agent's BYE (or a retransmission of it) came
 
     def _ms(self) -> float:
         return (time.monotonic() - self._t0) * 1000
@@ -269,17 +296,22 @@ class Five9Call:
                 lambda: self._drive(txn, txn.on_timer(time.monotonic())),
             )
 
+    def _local(self) -> Address:
+        """The address we say is ours: the advertised one, our listener, or our socket."""
+        assert self._flow is not None
+        return self._advertised or self._contact_address or self._flow.local
+
     def _via(self) -> str:
         assert self._flow is not None
         return (
-            f"SIP/2.0/{self._flow.transport} {format_address(self._flow.local)}"
+            f"SIP/2.0/{self._flow.transport} {format_address(self._local())}"
             f";branch={new_branch()};rport"
         )
 
     def _contact(self) -> str:
         assert self._flow is not None
         t = "" if self._flow.transport == "UDP" else f";transport={self._flow.transport.lower()}"
-        return f"<sip:five9@{format_address(self._flow.local)}{t}>"
+        return f"<sip:five9@{format_address(self._local())}{t}>"
 
     def _build_invite(self, hostpart: str, authorization: str | None = None) -> Request:
         plan = self.plan
@@ -289,7 +321,7 @@ class Five9Call:
         h.add("Max-Forwards", "70")
         h.add(
             "From",
-            f'"Five9" <sip:{plan.caller}@{format_address(self._flow.local)}>;tag={self._local_tag}',
+            f'"Five9" <sip:{plan.caller}@{format_address(self._local())}>;tag={self._local_tag}',
         )
         h.add("To", f"<sip:{plan.dnis}@{hostpart}>")
         h.add("Call-ID", self._call_id)
@@ -335,6 +367,7 @@ class Five9Call:
             flow.send(make_response(request, 481).serialize(), flow.remote)
             return
         if request.method == "BYE":
+            self._last_bye_at = time.monotonic()
             flow.send(
                 make_response(request, 200).serialize(), flow.remote if not flow.reliable else None
             )
@@ -438,7 +471,7 @@ class Five9Call:
     def _start_invite(self, invite: Request) -> None:
         assert self._flow is not None
         self._invite = invite
-        txn = ClientInviteTransaction(invite, reliable=self._flow.reliable)
+        txn = ClientInviteTransaction(invite, reliable=self._flow.reliable, config=self._timers)
         self._invite_txn = txn
         self._drive(txn, txn.start(time.monotonic()))
 
@@ -463,15 +496,20 @@ class Five9Call:
                 # Our listener bound to a wildcard must say a routable address in Via/Contact.
                 self._flow = _with_local_ip(flow, remote)
             else:
+                if plan.tcp_listener:
+                    bound = await self.transports.listen(ListenSpec(transport.upper(), local_ip, 0))
+                    self._contact_address = (bound.host, bound.port)
                 self._flow = await asyncio.wait_for(
                     self.transports.connect(transport.upper(), remote), 10
                 )
         except (OSError, TimeoutError) as exc:
+            await self.transports.close()
             raise CallFailed(f"cannot reach {plan.target}: {exc}") from None
         media_ip = self._flow.local[0]
         self._rtp_port = self._allocator.allocate(media_ip)
+        offer_ip, offer_port = self._media_relay or (media_ip, self._rtp_port)
         self._offer = sdp.create_offer(
-            media_ip, self._rtp_port, session_id=secrets.randbelow(10**9), session_version=1
+            offer_ip, offer_port, session_id=secrets.randbelow(10**9), session_version=1
         )
         self._t0 = time.monotonic()
         self.outcome.sip_call_id = self._call_id
@@ -499,10 +537,27 @@ class Five9Call:
         with contextlib.suppress(asyncio.CancelledError):
             await script
         self._collect_rtp_stats()
+        if self._media is not None:
+            self._media.close()
+        if self.outcome.hung_up_by == "agent" and not self._flow.reliable:
+            await self._linger()
         await self._close()
         if plan.record is not None:
             _write_wav(plan.record, b"".join(self._recorded))
         return self.outcome
+
+    async def _linger(self) -> None:
+        """Answer retransmitted BYEs until they stop (bounded by 64*T1): a lost 200 OK of ours
+        would otherwise make the agent record its routing headers as undelivered."""
+        t1 = self._timers.t1
+        quiet = self.plan.linger if self.plan.linger is not None else min(16 * t1, 2.0)
+        give_up = time.monotonic() + 64 * t1
+        while True:
+            now = time.monotonic()
+            wait = min(self._last_bye_at + quiet, give_up) - now
+            if wait <= 0:
+                return
+            await asyncio.sleep(wait)
 
     async def _start_media(self) -> None:
         neg: sdp.Negotiated | None = None
@@ -517,7 +572,7 @@ class Five9Call:
         stream = MediaStream(
             payload_type=neg.payload_type,
             telephone_event_pt=neg.telephone_event_pt or 101,
-            remote_address=neg.remote_rtp,
+            remote_address=self._media_relay or neg.remote_rtp,
             timeout=3600,
         )
         self._media = await RtpEndpoint.open(
@@ -526,8 +581,14 @@ class Five9Call:
 
     def _on_audio(self, frame: bytes) -> None:
         self._recorded.append(frame)
-        if self.outcome.first_agent_audio_ms is None and _is_speech(frame):
-            self.outcome.first_agent_audio_ms = self._ms()
+        if self.outcome.response_ms is not None or not _is_speech(frame):
+            return
+        now = self._ms()
+        if self.outcome.first_agent_audio_ms is None:
+            self.outcome.first_agent_audio_ms = now
+        # The agent's answer: its first speech after the caller's speech or keys ended.
+        if self.outcome.last_input_ms is not None and now > self.outcome.last_input_ms:
+            self.outcome.response_ms = now - self.outcome.last_input_ms
 
     async def _run_script(self) -> None:
         plan = self.plan
@@ -567,7 +628,7 @@ class Five9Call:
         if self._dialog is None or self._flow is None:
             return
         bye = self._dialog.create_request("BYE", via=self._via())
-        self._bye_txn = ClientTransaction(bye, reliable=self._flow.reliable)
+        self._bye_txn = ClientTransaction(bye, reliable=self._flow.reliable, config=self._timers)
         self._drive(self._bye_txn, self._bye_txn.start(time.monotonic()))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._bye_answered.wait(), 40)
