@@ -55,6 +55,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     call.add_argument("--ivr", help="IVR flow YAML: PUTs, transfer, GETs and the Case")
     call.add_argument("--json", action="store_true", help="machine-readable output")
     call.add_argument("--rtp-ports", default="40000-49999", help="local RTP port range")
+    call.add_argument("--tls-ca", help="trust this CA or self-signed certificate (PEM) for TLS")
+    call.add_argument(
+        "--tls-no-verify",
+        action="store_true",
+        help="accept any TLS certificate (test benches only)",
+    )
 
     load = fsub.add_parser("load", help="many calls with a mix of caller behaviours")
     load.add_argument("target", help="SIP URI or HOST:PORT")
@@ -219,6 +225,8 @@ def _plan(args: argparse.Namespace, flow: IvrFlow | None = None) -> CallPlan:
         timeout=args.timeout,
         rtp_ports=_ports(args.rtp_ports),
         voice=args.voice,
+        tls_ca=Path(args.tls_ca) if args.tls_ca else None,
+        tls_verify=not args.tls_no_verify,
     )
 
 

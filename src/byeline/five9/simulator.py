@@ -20,6 +20,7 @@ import ipaddress
 import logging
 import secrets
 import socket
+import ssl
 import time
 import wave
 from dataclasses import dataclass, field
@@ -113,6 +114,8 @@ class CallPlan:
     rtp_ports: tuple[int, int] = (40000, 49999)
     voice: str | None = None
     extra_headers: list[tuple[str, str]] = field(default_factory=list)
+    tls_ca: Path | None = None  # trust this CA (or self-signed certificate) for TLS
+    tls_verify: bool = True  # False: accept any certificate (a test bench only)
     advertise: str | None = None
     """``host:port`` to put in Via, From and Contact instead of our own socket's address: a relay
     (or NAT) that forwards to us, so the agent's BYE crosses it as every other message does."""
@@ -496,6 +499,8 @@ class Five9Call:
                 # Our listener bound to a wildcard must say a routable address in Via/Contact.
                 self._flow = _with_local_ip(flow, remote)
             else:
+                if transport == "tls":
+                    self.transports.client_tls_context = _client_tls(plan)
                 if plan.tcp_listener:
                     bound = await self.transports.listen(ListenSpec(transport.upper(), local_ip, 0))
                     self._contact_address = (bound.host, bound.port)
@@ -650,6 +655,16 @@ class Five9Call:
         else:
             self._allocator.release(self._rtp_port)
         await self.transports.close()
+
+
+def _client_tls(plan: CallPlan) -> ssl.SSLContext:
+    """The TLS context for a call: system CAs, or the given CA, or no checks at all."""
+    ctx = ssl.create_default_context(cafile=str(plan.tls_ca) if plan.tls_ca else None)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if not plan.tls_verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
 
 
 def _with_local_ip(flow: Flow, remote: Address) -> Flow:

@@ -200,6 +200,8 @@ class SipTransports:
     def __init__(self, sink: MessageSink, tls_context: ssl.SSLContext | None = None) -> None:
         self.sink = sink
         self.tls_context = tls_context
+        # For connections we open over TLS (default: the system's CAs, hostname checked).
+        self.client_tls_context: ssl.SSLContext | None = None
         self.streams = StreamRegistry()
         self._udp: list[_UdpProtocol] = []
         self._servers: list[asyncio.Server] = []
@@ -256,7 +258,7 @@ class SipTransports:
         loop = asyncio.get_running_loop()
         ctx: ssl.SSLContext | None = None
         if transport == "TLS":
-            ctx = ssl.create_default_context()
+            ctx = self.client_tls_context or ssl.create_default_context()
         _, protocol = await loop.create_connection(
             lambda: _StreamProtocol(self.sink, transport, self.streams),
             host=remote[0],

@@ -1,0 +1,83 @@
+"""The simulator over TLS against byeline's TLS listener (a self-signed certificate)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from byeline.app import build_app
+from byeline.config import ServeConfig
+from byeline.five9.simulator import CallFailed, CallPlan, Press, Wait, place_call
+from byeline.five9.variables import default_call_variables
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "src" / "byeline" / "examples"
+
+
+def _self_signed(tmp: Path) -> tuple[Path, Path]:
+    cert, key = tmp / "cert.pem", tmp / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return cert, key
+
+
+async def test_dtmf_call_over_tls(tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    cfg = ServeConfig(
+        trunk=[str(EXAMPLES / "five9-trunk.json")],
+        routes=str(EXAMPLES / "routes.yaml"),
+        sip=["tls:127.0.0.1:0"],
+        db=str(tmp_path / "calls.db"),
+        rtp_ports="34600-34700",
+        tls_cert=str(cert),
+        tls_key=str(key),
+        agent="dtmf",
+    )
+    app = build_app(cfg)
+    await app.start()
+    try:
+        target = f"127.0.0.1:{app.bound[0].port}"
+        cavs = default_call_variables(ani="+15555550123", dnis="+18005550100")
+        plan = CallPlan(
+            target=target,
+            call_variables=cavs,
+            transport="tls",
+            tls_ca=cert,
+            actions=[Wait(0.2), Press("2")],
+            timeout=15,
+            rtp_ports=(34800, 34900),
+        )
+        outcome = await place_call(plan)
+        assert outcome.from_iva.get("X-RouteValue") == "Sales"
+        assert app.store is not None
+        await app.store.aflush()
+        [record] = app.store.list_calls(limit=1)
+        assert record.transport == "TLS" and record.delivery == "delivered"
+        # Without the CA the certificate is refused: no call, a one-line reason.
+        plan.tls_ca = None
+        with pytest.raises(CallFailed, match="certificate verify failed"):
+            await place_call(plan)
+    finally:
+        await app.stop()
