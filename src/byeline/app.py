@@ -16,7 +16,7 @@ from .agent.menu import DtmfMenuAgent, shutdown_handback
 from .agent.routes import Routes, check_routes_against_trunk, load_routes
 from .config import ConfigError, ServeConfig
 from .edge.call import Call
-from .edge.server import AgentFactory, EdgeConfig, SipEdge
+from .edge.server import SCANNER_USER_AGENTS, AgentFactory, EdgeConfig, SipEdge
 from .edge.trunk import DispatchRuleSet, TrunkSet, load_dispatch_rule, load_trunk
 from .net.sip_transport import ListenSpec
 from .sip.transaction import TimerConfig
@@ -165,6 +165,11 @@ def build_app(cfg: ServeConfig, *, store: Any = None) -> App:
         shutdown_grace=cfg.shutdown_grace,
         answer_delay=cfg.answer_delay,
         timers=TimerConfig(t1=cfg.sip_t1),
+        invite_rate=cfg.invite_rate,
+        invite_burst=cfg.invite_burst,
+        drop_user_agents=(
+            SCANNER_USER_AGENTS if cfg.drop_user_agents is None else tuple(cfg.drop_user_agents)
+        ),
     )
     if store is None and cfg.db:
         from .store import CallStore

@@ -78,6 +78,20 @@ def _build_parser() -> argparse.ArgumentParser:
         help="voice: speech and keys (default); dtmf: the keypad menu only",
     )
     serve.add_argument("--log-level", help="debug, info, warning, error")
+    serve.add_argument(
+        "--invite-rate",
+        type=float,
+        help="refused or challenged INVITEs per second per source IP before the rest are "
+        "dropped unanswered (default 50; 0: no limit)",
+    )
+    serve.add_argument(
+        "--invite-burst", type=int, help="burst of refused INVITEs per source IP (default 100)"
+    )
+    serve.add_argument(
+        "--drop-user-agents",
+        help="comma-separated User-Agent product names whose requests are dropped unanswered "
+        '(default: known SIP scanners such as friendly-scanner, sipvicious, sipcli; "" for none)',
+    )
 
     demo = sub.add_parser("demo", help="the whole loop on loopback with the bundled examples")
     demo.add_argument("--keep-db", help="write call records to this database instead of a temp one")
@@ -91,6 +105,10 @@ def _build_parser() -> argparse.ArgumentParser:
     from .five9 import command as five9_command
 
     five9_command.add_parser(sub)
+
+    from .livekit import command as livekit_command
+
+    livekit_command.add_parser(sub)
 
     calls = sub.add_parser("calls", help="call records")
     calls.add_argument("--db", default="./byeline.db")
@@ -122,6 +140,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .five9 import command as five9_command
 
             return five9_command.run(args)
+        if args.command == "livekit":
+            from .livekit import command as livekit_command
+
+            return livekit_command.run(args)
     except CommandError as exc:
         print(f"byeline: {exc}", file=sys.stderr)
         return exc.status
@@ -238,6 +260,9 @@ def _serve(args: argparse.Namespace) -> int:
         "webhooks": args.webhooks,
         "retention_days": args.retention_days,
         "log_level": args.log_level,
+        "invite_rate": args.invite_rate,
+        "invite_burst": args.invite_burst,
+        "drop_user_agents": args.drop_user_agents,
     }
     cfg = load_config(args.config, flags)
     logging.basicConfig(
@@ -271,6 +296,11 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+    live_tls = app.edge.transports.tls_context
+    if live_tls is not None and cfg.tls_cert and cfg.tls_key:
+        cert, key = cfg.tls_cert, cfg.tls_key
+        with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
+            loop.add_signal_handler(signal.SIGHUP, lambda: reload_tls_context(live_tls, cert, key))
     if ready is not None:
         ready.set()
     print("byeline: ready on " + " ".join(str(b) for b in app.bound), file=sys.stderr, flush=True)
@@ -286,11 +316,30 @@ def tls_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
     if not cert or not key:
         raise ConfigError("TLS needs both tls_cert and tls_key")
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2  # no SSLv3, TLS 1.0 or 1.1, whatever the OS says
     try:
         ctx.load_cert_chain(cert, key)
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"tls_cert/tls_key: {exc}") from None
     return ctx
+
+
+def reload_tls_context(ctx: ssl.SSLContext, cert: str, key: str) -> bool:
+    """Load ``cert``/``key`` again into the live server context (SIGHUP): renewed certificates
+    serve every new connection; connections already open keep theirs.
+
+    The pair is tried on a scratch context first, so a half-written or mismatched pair leaves
+    the old certificate in service (logged); returns whether the new pair is in use.
+    """
+    log = logging.getLogger("byeline")
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+        ctx.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        log.error("TLS certificate reload failed, the previous one stays in use: %s", exc)
+        return False
+    log.info("TLS certificate reloaded from %s", cert)
+    return True
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ class ConfigError(ValueError):
     """A configuration value that cannot be used; the message names it."""
 
 
-LIST_KEYS = {"trunk", "dispatch", "sip", "webhooks"}
+LIST_KEYS = {"trunk", "dispatch", "sip", "webhooks", "drop_user_agents"}
 
 
 @dataclass
@@ -59,6 +59,13 @@ class ServeConfig:
     webhook_secret: str | None = None
     retention_days: float | None = None
     log_level: str = "info"
+    invite_rate: float = 50.0
+    """Refused or challenged INVITEs per second per source IP; past it they are dropped."""
+    invite_burst: int = 100
+    drop_user_agents: list[str] | None = None
+    """User-Agent product names whose requests are dropped unanswered.  None (the default):
+    the edge's list of SIP scanners (``byeline.edge.server.SCANNER_USER_AGENTS``); an empty
+    list (``--drop-user-agents ""``): drop none."""
 
     @property
     def http_address(self) -> tuple[str, int] | None:
@@ -143,6 +150,13 @@ def load_config(
     cfg.rtp_range  # noqa: B018 - validate early, with the key named
     if not 0 <= cfg.answer_delay <= 300:
         raise ConfigError(f"answer_delay {cfg.answer_delay!r}: need 0 to 300 seconds")
+    if cfg.invite_rate < 0 or cfg.invite_burst < 1:
+        raise ConfigError(
+            f"invite_rate {cfg.invite_rate!r} / invite_burst {cfg.invite_burst!r}: "
+            "need a rate >= 0 (0: no limit) and a burst >= 1"
+        )
+    if cfg.drop_user_agents is not None:
+        cfg.drop_user_agents = [a.strip() for a in cfg.drop_user_agents if a.strip()]
     if not 0.01 <= cfg.sip_t1 <= 4.0:
         raise ConfigError(f"sip_t1 {cfg.sip_t1!r}: need 0.01 to 4 seconds (RFC 3261 T1)")
     return cfg

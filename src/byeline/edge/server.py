@@ -16,7 +16,9 @@ import contextlib
 import ipaddress
 import logging
 import os
+import re
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,6 +71,25 @@ KNOWN_METHODS = {"REGISTER", "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "PRACK",
 
 AgentFactory = Callable[[Call], Awaitable[None]]
 
+#: User agents of SIP scanners and war-dialers (the product name of the User-Agent header).
+#: Requests from them are dropped unanswered: no Five9 trunk sends these names, and an answer
+#: only confirms to the scanner that a SIP server listens here.
+SCANNER_USER_AGENTS: tuple[str, ...] = (
+    "friendly-scanner",
+    "sipvicious",
+    "sipcli",
+    "vaxsipuseragent",
+    "sundayddr",
+    "sip-scan",
+    "iwar",
+    "sivus",
+    "pplsip",
+)
+
+# Cheap looks at a datagram before it is parsed (flood paths must not pay for a full parse).
+_USER_AGENT_LINE = re.compile(rb"\r\n(?:user-agent)[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE)
+_TO_TAG = re.compile(rb"\r\n(?:to|t)[ \t]*:[^\r\n]*;[ \t]*tag[ \t]*=", re.IGNORECASE)
+
 
 @dataclass
 class EdgeConfig:
@@ -89,6 +110,60 @@ class EdgeConfig:
     digest_algorithms: tuple[str, ...] = ("MD5", "SHA-256")
     """The 401 challenges, in order.  MD5 first: Five9 trunks, SIPp and many phones read only
     the first ``WWW-Authenticate`` and give up on a SHA-256 one instead of taking the next."""
+    invite_rate: float = 50.0
+    """Per source IP: INVITEs per second that may be refused or challenged (a token bucket).
+    Past the limit, new INVITEs from that address are dropped unanswered until tokens come
+    back; admitted calls take no token; addresses a trunk allows are never dropped.  0 turns
+    the limit off."""
+    invite_burst: int = 100
+    """Per source IP: the bucket's size (refused or challenged INVITEs in a burst)."""
+    drop_user_agents: tuple[str, ...] = SCANNER_USER_AGENTS
+    """Requests whose User-Agent names one of these products are dropped unanswered."""
+
+
+class SourceRateLimiter:
+    """Token buckets per source IP for INVITEs that do not become calls (sans-I/O: ``now`` in).
+
+    ``allows`` is asked before an INVITE is even parsed; ``charge`` takes a token when an INVITE
+    is refused or challenged.  At most ``max_sources`` buckets are kept (least recently charged
+    go first: a forgotten source starts again with a full bucket).
+    """
+
+    def __init__(self, rate: float, burst: int, *, max_sources: int = 10000) -> None:
+        self.rate = rate
+        self.burst = float(max(1, burst))
+        self.max_sources = max_sources
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # ip: tokens, at
+
+    def _level(self, ip: str, now: float) -> float:
+        entry = self._buckets.get(ip)
+        if entry is None:
+            return self.burst
+        tokens, at = entry
+        return min(self.burst, tokens + max(0.0, now - at) * self.rate)
+
+    def allows(self, ip: str, now: float) -> bool:
+        """Whether a new INVITE from ``ip`` may be looked at."""
+        return self.rate <= 0 or self._level(ip, now) >= 1.0
+
+    def charge(self, ip: str, now: float) -> None:
+        """An INVITE from ``ip`` was refused or challenged."""
+        if self.rate <= 0:
+            return
+        self._buckets[ip] = (max(0.0, self._level(ip, now) - 1.0), now)
+        self._buckets.move_to_end(ip)
+        while len(self._buckets) > self.max_sources:
+            self._buckets.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+
+def user_agent_product(value: bytes | str) -> list[str]:
+    """The product names of a User-Agent value, lower-cased (``sipcli/v1.8`` -> ``sipcli``)."""
+    text = value.decode("latin-1") if isinstance(value, bytes) else value
+    text = re.sub(r"\([^)]*\)", " ", text)  # comments are not products
+    return [token.split("/", 1)[0].lower() for token in text.split()]
 
 
 @dataclass(eq=False)
@@ -156,7 +231,18 @@ class SipEdge:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.shutting_down = False
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.stats: dict[str, int] = {"invites": 0, "answered": 0, "rejected": 0, "bad": 0}
+        self.stats: dict[str, int] = {
+            "invites": 0,
+            "answered": 0,
+            "rejected": 0,
+            "bad": 0,
+            "rate_limited": 0,
+            "dropped_user_agent": 0,
+        }
+        self.limiter = SourceRateLimiter(config.invite_rate, config.invite_burst)
+        self._drop_agents = frozenset(a.lower() for a in config.drop_user_agents)
+        self._limit_logged: dict[str, tuple[float, int]] = {}  # ip: (last log, drops since)
+        self._allowlist_cache: dict[tuple[int, str], bool] = {}
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -203,6 +289,7 @@ class SipEdge:
         for handle in self._handles.values():
             handle.cancel()
         self._handles.clear()
+        log.info("SIP edge counters: %s", " ".join(f"{k}={v}" for k, v in self.stats.items()))
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run ``coro`` as a task the edge keeps a reference to until it ends."""
@@ -326,6 +413,8 @@ class SipEdge:
             if data == b"\r\n\r\n" and flow.reliable:
                 flow.send(b"\r\n")  # RFC 5626 keepalive pong
             return
+        if not data.startswith(b"SIP/") and self._drop_unparsed(data, flow):
+            return
         try:
             message = parse_message(data, stream=flow.reliable)
         except SipParseError as exc:
@@ -336,6 +425,74 @@ class SipEdge:
             self._receive_response(message, flow, data)
         else:
             self._receive_request(message, flow, data)
+
+    def _drop_unparsed(self, data: bytes, flow: Flow) -> bool:
+        """Scanner user agents and over-the-limit INVITEs, dropped before any parsing.
+
+        A dropped INVITE of a transaction we already have (a retransmission) loses nothing:
+        the transaction and the 2xx retransmitter resend our answer on their own timers.
+        """
+        end = data.find(b"\r\n\r\n")
+        head_end = end + 4 if end >= 0 else len(data)
+        if self._drop_agents:
+            match = _USER_AGENT_LINE.search(data, 0, head_end)
+            if match is not None and self._drop_agents.intersection(
+                user_agent_product(match.group(1))
+            ):
+                self.stats["dropped_user_agent"] += 1
+                return True
+        if (
+            data.startswith(b"INVITE ")
+            and not self.limiter.allows(flow.remote[0], self._now())
+            and _TO_TAG.search(data, 0, head_end) is None
+            and not self._allowlisted(flow.remote[0])
+        ):
+            self.stats["rate_limited"] += 1
+            self._log_rate_limited(flow.remote[0])
+            return True
+        return False
+
+    def _allowlisted(self, ip: str) -> bool:
+        """Whether a trunk names ``ip`` in its allowed_addresses (IP or CIDR).
+
+        Such a source (a Five9 data center) is never dropped by the INVITE limit: over UDP an
+        attacker can forge its address, and would otherwise empty its bucket and have its real
+        calls dropped.  Its refused INVITEs still cost a parse each; --max-calls bounds the rest.
+        """
+        key = (id(self.trunks), ip)
+        known = self._allowlist_cache.get(key)
+        if known is None:
+            known = False
+            try:
+                address = ipaddress.ip_address(ip)
+                for trunk in self.trunks:
+                    for entry in trunk.allowed_addresses:
+                        with contextlib.suppress(ValueError):
+                            if address in ipaddress.ip_network(entry, strict=False):
+                                known = True
+            except ValueError:
+                pass
+            if len(self._allowlist_cache) >= 1024:
+                self._allowlist_cache.clear()
+            self._allowlist_cache[key] = known
+        return known
+
+    def _log_rate_limited(self, ip: str) -> None:
+        now = self._now()
+        last, count = self._limit_logged.get(ip, (-1e9, 0))
+        count += 1
+        if now - last >= 10.0:
+            log.warning(
+                "INVITE rate limit for %s: %d INVITE(s) dropped unanswered "
+                "(more than %g/s refused or challenged)",
+                ip,
+                count,
+                self.config.invite_rate,
+            )
+            last, count = now, 0
+            if len(self._limit_logged) > 1000:
+                self._limit_logged.clear()
+        self._limit_logged[ip] = (last, count)
 
     def _refuse_malformed(self, exc: SipParseError, flow: Flow) -> None:
         partial = exc.partial
@@ -461,6 +618,8 @@ class SipEdge:
 
         def refuse(status: int, why: str, headers: list[tuple[str, str]] | None = None) -> None:
             self.stats["rejected"] += 1
+            self.stats[f"rejected_{status}"] = self.stats.get(f"rejected_{status}", 0) + 1
+            self.limiter.charge(flow.remote[0], self._now())
             log.info("%d to INVITE %s from %s: %s", status, invite.call_id, flow.peer, why)
             response = make_response(
                 invite,
@@ -632,6 +791,11 @@ class SipEdge:
         try:
             creds = DigestCredentials.parse(value)
         except ValueError:
+            return Verdict.BAD
+        if creds.qop is None:
+            # Our challenges carry qop=auth (RFC 2617 §3.2.2: the client must then use it); an
+            # RFC 2069 response has no nonce-count, so a captured one could be replayed.
+            log.info("auth for %s (user %r): refused: no qop", invite.call_id, creds.username)
             return Verdict.BAD
         verification = self._challenger(trunk).verify(
             invite.method, value, trunk.auth_username, trunk.auth_password, time.time()
@@ -1020,6 +1184,12 @@ class SipEdge:
         call._set_status(CallState.ENDING)
         assert leg.dialog is not None
         flow = await self._bye_flow(leg)
+        if flow is None:
+            # The caller's TCP/TLS connection is gone and its Contact takes no new one: no BYE
+            # can carry the headers (the route stays in the record for the API and webhooks).
+            result = CallResult(ended_by=ended_by, delivery=Delivery.NOT_SENT, refusals=refusals)
+            self._end_leg(leg, result)
+            return result
         branch = new_branch()
         via = f"SIP/2.0/{flow.transport} {format_address(flow.local)};branch={branch};rport"
         bye = leg.dialog.create_request(
@@ -1053,18 +1223,39 @@ class SipEdge:
         self._end_leg(leg, result)
         return result
 
-    async def _bye_flow(self, leg: CallLeg) -> Flow:
-        """Where our BYE goes: the first route or the remote target (§12.2.1.1)."""
+    async def _bye_flow(self, leg: CallLeg) -> Flow | None:
+        """Where our BYE goes: the first route or the remote target (§12.2.1.1).
+
+        Over TCP/TLS, a connection that has gone (reset, closed by the peer) is replaced by a
+        new one to the caller's Contact (§18.1.1); None when that cannot be opened in 64*T1.
+        """
         flow = leg.flow
         if flow.reliable:
             if not flow.closed:
                 return flow
             target = _uri_address(leg.dialog.remote_target if leg.dialog else "", flow)
             try:
-                return await self.transports.connect(flow.transport, target)
-            except OSError as exc:
-                log.warning("%s: cannot reconnect for BYE: %s", leg.call.call_id, exc)
-                return flow
+                new_flow = await asyncio.wait_for(
+                    self.transports.connect(flow.transport, target), self.config.timers.timeout
+                )
+            except (OSError, TimeoutError) as exc:
+                log.warning(
+                    "%s: %s connection from %s gone and %s refuses a new one (%s): BYE not sent",
+                    leg.call.call_id,
+                    flow.transport,
+                    flow.peer,
+                    format_address(target),
+                    exc or "timeout",
+                )
+                return None
+            log.info(
+                "%s: %s connection from %s gone; BYE on a new connection to %s",
+                leg.call.call_id,
+                flow.transport,
+                flow.peer,
+                new_flow.peer,
+            )
+            return new_flow
         assert leg.dialog is not None
         hop = leg.dialog.route_set[0] if leg.dialog.route_set else leg.dialog.remote_target
         target = _uri_address(hop, flow)
@@ -1180,6 +1371,19 @@ class SipEdge:
                 self.store.call_updated(leg.call.call_id, **fields)
             except Exception:
                 log.exception("%s: call record update failed", leg.call.call_id)
+
+    # -- runtime trunks and dispatch rules (LiveKit's SIP API) -----------------------------
+
+    def replace_routing(self, trunks: TrunkSet, dispatch: DispatchRuleSet | None) -> None:
+        """Match new INVITEs against ``trunks`` and ``dispatch`` from now on.
+
+        Built by the caller (the constructors refuse conflicts as LiveKit does), swapped in
+        one step on the loop, so an INVITE sees either the old set or the new one. Calls in
+        progress keep the trunk and rule they were admitted with: their BYE still maps
+        headers through that trunk even if it has since been deleted.
+        """
+        self.trunks = trunks
+        self.dispatch = dispatch
 
 
 # -- small pure helpers ---------------------------------------------------------------

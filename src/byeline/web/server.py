@@ -11,6 +11,10 @@
 Authentication: every path but ``/healthz``, the login page and the dashboard's static files needs
 ``Authorization: Bearer <token>``. The dashboard's login form trades the token for a session
 cookie (HttpOnly, SameSite=Strict) holding an HMAC of the token, never the token itself.
+
+With an edge, LiveKit's control API is mounted too (``/twirp/livekit.RoomService/...`` and
+``/twirp/livekit.SIP/...``, see :mod:`byeline.livekit.control_api`). Those paths take LiveKit
+access tokens (JWTs signed with ``LIVEKIT_API_SECRET``) instead of the bearer token.
 """
 
 from __future__ import annotations
@@ -35,12 +39,15 @@ from byeline.web.webhooks import WebhookSender
 
 if TYPE_CHECKING:
     from byeline.edge.server import SipEdge
+    from byeline.livekit.tokens import ApiKeys
 
 log = logging.getLogger("byeline.web")
 
 #: Paths served without a token.
 PUBLIC_PATHS: Final = frozenset({"/healthz", "/ui/login", "/favicon.ico"})
 PUBLIC_PREFIXES: Final = ("/ui/static/",)
+#: Paths that check LiveKit access tokens themselves (LiveKit's Twirp API).
+LIVEKIT_PREFIX: Final = "/twirp/"
 
 
 @dataclass
@@ -70,6 +77,8 @@ def _middleware(context: HttpContext) -> Middleware:
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         path = request.path
+        if path.startswith(LIVEKIT_PREFIX):
+            return await handler(request)  # LiveKit JWTs, checked per method
         public = path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
         if not public and not _authorized(request, context):
             if path == "/" or path.startswith("/ui/"):
@@ -95,14 +104,25 @@ def create_app(
     token: str,
     edge: SipEdge | None = None,
     metrics: Metrics | None = None,
+    livekit_keys: ApiKeys | None = None,
 ) -> web.Application:
-    """The aiohttp application: API, ``/metrics``, ``/openapi.json`` and the dashboard."""
+    """The aiohttp application: API, ``/metrics``, ``/openapi.json`` and the dashboard.
+
+    With an ``edge``, LiveKit's control API too, checking tokens against ``livekit_keys``
+    (default: ``LIVEKIT_API_KEY`` and ``LIVEKIT_API_SECRET`` from the environment; none set:
+    every LiveKit API request is refused).
+    """
     if not token:
         raise ValueError("http: an API token is required")
     context = HttpContext(store=store, edge=edge, metrics=metrics or Metrics(), token=token)
     app = web.Application(middlewares=[_middleware(context)], client_max_size=64 * 1024)
     Api(context).add_routes(app)
     Dashboard(context).add_routes(app)
+    if edge is not None:
+        from byeline.livekit.control_api import add_control_api
+        from byeline.livekit.tokens import ApiKeys
+
+        add_control_api(app, edge, livekit_keys or ApiKeys.from_env())
     return app
 
 
@@ -154,6 +174,7 @@ async def start_http(
     webhook_secret: str | None = None,
     metrics: Metrics | None = None,
     webhook_options: dict[str, float] | None = None,
+    livekit_keys: ApiKeys | None = None,
 ) -> HttpServer:
     """Serve the API, metrics and dashboard on ``host:port``; deliver webhooks to ``webhooks``.
 
@@ -180,8 +201,13 @@ async def start_http(
     store.subscribe(metrics.observe)
     sender: WebhookSender | None = None
     if urls:
-        trunks = edge.trunks if edge is not None else None
-        store.enable_webhooks(WebhookTargets(urls, lambda record: webhook_payload(record, trunks)))
+        # Read at delivery time: trunks can change at run time (LiveKit's SIP API).
+        store.enable_webhooks(
+            WebhookTargets(
+                urls,
+                lambda record: webhook_payload(record, edge.trunks if edge is not None else None),
+            )
+        )
         assert webhook_secret is not None
         sender = WebhookSender(
             store.outbox,
@@ -189,7 +215,7 @@ async def start_http(
             metrics=metrics,
             **(webhook_options or {}),  # type: ignore[arg-type]
         )
-    app = create_app(store, token=token, edge=edge, metrics=metrics)
+    app = create_app(store, token=token, edge=edge, metrics=metrics, livekit_keys=livekit_keys)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     try:
