@@ -39,6 +39,7 @@ from byeline.edge.trunk import (
     header_name_problem,
     masked_caller,
 )
+from byeline.sip.message import COMPACT_FORMS
 
 __all__ = [
     "ATTR_CALL_ID",
@@ -256,16 +257,24 @@ def check_header(name: str, value: str) -> None:
 
     The name must be an RFC 3261 token of at most 255 characters and not a reserved name
     (:data:`byeline.edge.trunk.RESERVED_HEADER_NAMES`: LiveKit's forbidden names plus Via, To,
-    Route and the other names the SIP stack owns). The value must be valid UTF-8 of at most 1024
-    bytes with no control character: CR, LF, NUL, the other C0 controls, DEL and the C1
-    controls (U+0080-U+009F) are refused. HTAB is allowed: RFC 3261 permits it inside a header
-    value and it cannot end the header line, and LiveKit's value rules allow it too. An empty
-    value is allowed (RFC 3261 permits it; :func:`headers_from_attributes` never produces one).
+    Route and the other names the SIP stack owns), nor any compact form (RFC 3261 §7.3.3 and
+    the IANA registry: ``a``, ``b``, ``y``... go on the wire under their full names). The value
+    must be valid UTF-8 of at most 1024 bytes with no control character: CR, LF, NUL, the other
+    C0 controls, DEL and the C1 controls (U+0080-U+009F) are refused. HTAB is allowed: RFC 3261
+    permits it inside a header value and it cannot end the header line, and LiveKit's value
+    rules allow it too. An empty value is allowed (RFC 3261 permits it;
+    :func:`headers_from_attributes` never produces one).
     """
     if not isinstance(name, str) or not isinstance(value, str):
         raise HeaderRefused(str(name), "name and value must be strings")
     if problem := header_name_problem(name, reserved=True):
         raise HeaderRefused(name, problem)
+    if name.lower() in COMPACT_FORMS:
+        # The serializer writes the full name ("y" goes out as "Identity", "a" as
+        # Accept-Contact): a header the name check never saw would reach the wire.
+        raise HeaderRefused(
+            name, f"header name is the compact form of {COMPACT_FORMS[name.lower()]}"
+        )
     for ch in value:
         code = ord(ch)
         if code == 0x09 or 0x20 <= code <= 0x7E or code >= 0xA0:

@@ -111,7 +111,7 @@ def canonical_name(name: str) -> str:
 def split_header_values(value: str) -> list[str]:
     """Split a comma-separated header value, respecting quotes and ``<...>``."""
     if "," not in value:
-        stripped = value.strip()
+        stripped = value.strip(" \t")
         return [stripped] if stripped else []
     parts: list[str] = []
     depth = 0
@@ -133,13 +133,18 @@ def split_header_values(value: str) -> list[str]:
         elif ch == ">":
             depth = max(0, depth - 1)
         elif ch == "," and depth == 0:
-            parts.append(value[start:i].strip())
+            parts.append(value[start:i].strip(" \t"))
             start = i + 1
-    parts.append(value[start:].strip())
+    parts.append(value[start:].strip(" \t"))
     return [p for p in parts if p]
 
 
 _LINE_BREAK = re.compile(r"[\r\n]")
+
+# Linear white space is SP and HTAB only (RFC 3261 §25.1).  A bare ``str.strip()`` would also
+# eat U+00A0, U+0085, U+2028 and the other Unicode spaces at the ends of a value, so the value
+# read back would differ from the one on the wire.
+_LWS = " \t"
 _TAG = re.compile(r";\s*tag\s*=\s*([^;,\s>]+)", re.IGNORECASE)
 _PARAM_BRANCH = re.compile(r";\s*branch\s*=\s*([^;,\s]+)", re.IGNORECASE)
 
@@ -452,13 +457,13 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
                 fault = fault or "continuation line before any header"
                 break
             name, value = items[-1]
-            items[-1] = (name, f"{value} {line.strip()}".strip())
+            items[-1] = (name, f"{value} {line.strip(_LWS)}".strip(_LWS))
             continue
         hm = grammar.HEADER_LINE.fullmatch(line)
         if hm is None:
             fault = fault or f"malformed header line {line[:60]!r}"
             break
-        items.append((hm.group(1), hm.group(2).strip()))
+        items.append((hm.group(1), hm.group(2).strip(_LWS)))
     msg.headers = Headers(items)
 
     major_minor = grammar.SIP_VERSION.fullmatch(msg.version)
