@@ -1191,3 +1191,21 @@ def test_grammar_split_request_line_is_linear() -> None:
     assert grammar.split_request_line("A" + " " * 65000 + "SIP/2.0") is None
     assert grammar.split_request_line("A  b  SIP/2.0  ") == ("A", "b", "SIP/2.0")
     assert grammar.split_request_line("A b c SIP/2.0") == ("A", "b c", "SIP/2.0")
+
+
+def test_headers_index_follows_changes() -> None:
+    """Lookups before and after add/set/remove see the same lines as a fresh Headers."""
+    h = Headers([("Via", "a"), ("X-A", "1")])
+    assert h.getall("via") == ["a"]  # builds the index
+    h.add("v", "b")  # compact form, added after the index exists
+    h.add("X-B", "2")
+    assert h.getall("Via") == ["a", "b"] and h.get("x-b") == "2"
+    h.set("X-A", "3")
+    assert h.get("X-A") == "3" and h.getall("Via") == ["a", "b"]
+    h.remove("Via")
+    assert h.getall("Via") == [] and list(h) == [("X-A", "3"), ("X-B", "2")]
+    h.set("Via", "c")
+    assert h.get("v") == "c"
+    fresh = Headers()
+    fresh.add("X-C", "4")  # no index yet: built on the first lookup
+    assert fresh.get("x-c") == "4"

@@ -46,6 +46,7 @@ from ..sip.message import (
     parse_address,
     parse_message,
     parse_uri,
+    parse_via,
 )
 from ..sip.transaction import (
     ClientTransaction,
@@ -224,6 +225,7 @@ class SipEdge:
         self._server_txns: dict[tuple[str, str, str], tuple[Any, Flow]] = {}
         self._client_txns: dict[str, tuple[ClientTransaction, Flow, CallLeg]] = {}
         self._legs: dict[tuple[str, str], CallLeg] = {}
+        self._active: dict[str, CallLeg] = {}  # call_id -> leg, until the call ends
         self._invite_legs: dict[tuple[str, str, str], CallLeg] = {}
         self._handles: dict[int, asyncio.TimerHandle] = {}
         self._challengers: dict[str, DigestChallenger] = {}
@@ -259,7 +261,12 @@ class SipEdge:
     @property
     def calls(self) -> list[Call]:
         """The calls in progress."""
-        return [leg.call for leg in self._legs.values() if not leg.call.ended]
+        return [leg.call for leg in self._active.values()]
+
+    @property
+    def active_calls(self) -> int:
+        """How many calls are in progress (admission reads it on every INVITE)."""
+        return len(self._active)
 
     async def shutdown(self) -> None:
         """Refuse new calls, hand back every active call, wait (bounded) for the BYEs."""
@@ -348,7 +355,7 @@ class SipEdge:
         """Where a response goes over UDP (RFC 3261 §18.2.2 with RFC 3581 rport)."""
         if flow.reliable:
             return None
-        return flow.remote if "rport=" in request.top_via else _via_target(request, flow)
+        return flow.remote if ";rport=" in request.top_via else _via_target(request, flow)
 
     def _run_server(
         self, txn: Any, flow: Flow, outputs: list[Output], call_id: str | None, to: Address | None
@@ -512,18 +519,31 @@ class SipEdge:
             log.warning("dropped malformed message from %s: %s (%s)", flow.peer, exc.reason, inner)
 
     def _add_received(self, request: Request, flow: Flow) -> None:
-        """RFC 3261 §18.2.1 ``received`` and RFC 3581 ``rport`` on the top Via."""
+        """RFC 3261 §18.2.1 ``received`` and RFC 3581 ``rport`` on the top Via.
+
+        A ``received`` or ``rport`` value the peer wrote itself is removed first: the
+        packet's source address is the only truth, or anyone could have our responses
+        (and retransmitted 200s) reflected to a victim address.
+        """
         vias = request.headers.getall("Via")
         if not vias:
             return
         first_line = vias[0]
         top = request.top_via
-        new_top = top
-        host = _via_host(top)
-        if host != flow.remote[0]:
+        head, *params = top.split(";")
+        cleaned = []
+        wants_rport = False
+        for p in params:
+            name = p.split("=", 1)[0].strip().lower()
+            if name == "received":
+                continue  # the peer's own claim: never trusted
+            if name == "rport":
+                wants_rport = True
+                p = f"rport={flow.remote[1]}"  # filled in place (RFC 3581 §4)
+            cleaned.append(p)
+        new_top = ";".join([head, *cleaned])
+        if _via_host(top) != flow.remote[0] or wants_rport:
             new_top += f";received={flow.remote[0]}"
-        if ";rport" in new_top.lower():
-            new_top = _fill_rport(new_top, flow.remote)
         if new_top == top:
             return
         rebuilt = first_line.replace(top, new_top, 1)
@@ -533,6 +553,13 @@ class SipEdge:
             request.headers.add("Via", v)
 
     def _receive_request(self, request: Request, flow: Flow, data: bytes) -> None:
+        via_ok = True
+        if request.method == "INVITE":
+            # Checked as the peer wrote it, before we add received/rport to it.
+            try:
+                parse_via(request.top_via)
+            except ValueError:
+                via_ok = False
         try:
             self._add_received(request, flow)
         except Exception:
@@ -566,7 +593,10 @@ class SipEdge:
         mf = request.headers.get("Max-Forwards")
         mf_text = mf.strip() if mf is not None else None
         if mf_text is not None and (
-            not mf_text.isascii() or not mf_text.isdigit() or len(mf_text) > 3 or int(mf_text) > 255
+            not mf_text.isascii()
+            or not mf_text.isdigit()
+            or len(mf_text) > 10
+            or int(mf_text) > 255
         ):
             self.respond(request, flow, 400, "Bad Max-Forwards")
             return
@@ -584,12 +614,37 @@ class SipEdge:
             self.respond(request, flow, 420, headers=[("Unsupported", unsupported)])
             return
 
+        if request.to_tag is None and method != "CANCEL":
+            # Outside a dialog the Request-URI must be one we can route (RFC 3261 §8.2.2.1).
+            scheme = request.uri.split(":", 1)[0].lower() if ":" in request.uri else ""
+            if scheme not in ("sip", "sips", "tel"):
+                self.respond(request, flow, 416, headers=[("Accept", "sip, sips, tel")])
+                return
+            if scheme != "tel":
+                try:
+                    parse_uri(request.uri)
+                except ValueError:
+                    self.respond(request, flow, 400, "Bad Request-URI")
+                    return
+            accept = request.headers.get("Accept")
+            if accept is not None and accept.strip() and not _accepts_sdp(accept):
+                self.respond(
+                    request,
+                    flow,
+                    406,
+                    headers=[
+                        ("Accept", "application/sdp"),
+                        ("Warning", '399 byeline "only application/sdp bodies"'),
+                    ],
+                )
+                return
+
         if method == "CANCEL":
             self._receive_cancel(request, flow, data)
         elif request.to_tag is not None:
             self._receive_in_dialog(request, flow, data)
         elif method == "INVITE":
-            self._receive_invite(request, flow, data)
+            self._receive_invite(request, flow, data, via_ok=via_ok)
         elif method == "OPTIONS":
             self.respond(
                 request,
@@ -607,7 +662,9 @@ class SipEdge:
 
     # -- INVITE --------------------------------------------------------------------------
 
-    def _receive_invite(self, invite: Request, flow: Flow, data: bytes) -> None:
+    def _receive_invite(
+        self, invite: Request, flow: Flow, data: bytes, *, via_ok: bool = True
+    ) -> None:
         self.stats["invites"] += 1
         key = _txn_key(invite)
         txn = ServerInviteTransaction(invite, reliable=flow.reliable, config=self.config.timers)
@@ -632,7 +689,7 @@ class SipEdge:
         if self.shutting_down:
             refuse(503, "shutting down", [("Retry-After", "30")])
             return
-        if len(self.calls) >= self.config.max_calls:
+        if len(self._active) >= self.config.max_calls:
             refuse(486, f"at --max-calls {self.config.max_calls}")
             return
         try:
@@ -646,8 +703,14 @@ class SipEdge:
             )
             return
         contact = invite.headers.get("Contact")
-        if not contact or not name_addr_uri(contact).lower().startswith(("sip:", "sips:")):
-            refuse(400, "INVITE without a usable Contact")
+        try:
+            if not via_ok:
+                raise ValueError("bad Via")
+            if not contact:
+                raise ValueError("no Contact")
+            parse_uri(name_addr_uri(contact))
+        except ValueError:
+            refuse(400, "INVITE with an unusable Via or Contact")
             return
         if ruri.scheme not in ("sip", "sips"):
             refuse(416, f"unsupported URI scheme {ruri.scheme}")
@@ -759,6 +822,7 @@ class SipEdge:
             rtp_port=rtp_port,
         )
         self._legs[leg.key] = leg
+        self._active[call_id] = leg
         self._invite_legs[key] = leg
         self._record_start(leg, flow, data)
 
@@ -859,7 +923,6 @@ class SipEdge:
             status="active",
             answered_at=time.time(),
             final_code=200,
-            attributes=call.attributes,
         )
         if leg.negotiated is not None:
             self._start_media(leg)
@@ -1169,7 +1232,7 @@ class SipEdge:
         self, call: Call, headers: list[tuple[str, str]], ended_by: EndedBy
     ) -> CallResult:
         """Send the BYE that carries the routing result; wait for its final response."""
-        leg = next((lg for lg in self._legs.values() if lg.call is call), None)
+        leg = self._active.get(call.call_id)
         if leg is None or call.ended:
             return call.result or CallResult(ended_by=ended_by, delivery=Delivery.NOT_SENT)
         if call.state is CallState.RINGING:
@@ -1296,6 +1359,7 @@ class SipEdge:
         call = leg.call
         if call.result is not None:
             return
+        self._active.pop(call.call_id, None)
         if leg.answer_timer is not None:
             leg.answer_timer.cancel()
             leg.answer_timer = None
@@ -1403,9 +1467,22 @@ def _branch_of(request: Request) -> str:
     return request.branch or ""
 
 
+_SENT_PROTOCOL = re.compile(r"\s*[^/\s]+\s*/\s*[^/\s]+\s*/\s*\S+\s+(.*)$", re.DOTALL)
+
+
+def _accepts_sdp(accept: str) -> bool:
+    """Whether an Accept header value admits application/sdp."""
+    for item in accept.split(","):
+        media = item.split(";", 1)[0].strip().lower()
+        if media in ("application/sdp", "application/*", "*/*"):
+            return True
+    return False
+
+
 def _sent_by(via: str) -> str:
-    parts = via.split(";", 1)[0].split(None, 1)
-    return parts[1].strip().lower() if len(parts) == 2 else ""
+    """``host:port`` of a Via, with RFC 3261's optional spaces (``SIP / 2.0 / UDP h``)."""
+    m = _SENT_PROTOCOL.match(via.split(";", 1)[0])
+    return "".join(m.group(1).split()).lower() if m else ""
 
 
 def _via_host(via: str) -> str:

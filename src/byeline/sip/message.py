@@ -10,6 +10,7 @@ byte for byte where RFC 3261 §8.2.6.2 asks for it.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -149,31 +150,48 @@ _TAG = re.compile(r";\s*tag\s*=\s*([^;,\s>]+)", re.IGNORECASE)
 _PARAM_BRANCH = re.compile(r";\s*branch\s*=\s*([^;,\s]+)", re.IGNORECASE)
 
 
+@functools.lru_cache(maxsize=4096)
+def _key(name: str) -> str:
+    """The lookup key of a header name: canonical spelling, lowercased (cached: names repeat)."""
+    return canonical_name(name).lower()
+
+
 class Headers:
     """An ordered multimap of header fields, matched case-insensitively.
 
     Each entry is one header line.  Names are stored canonical (compact forms
     expanded); the order of lines is kept, which RFC 3261 requires for Via and
-    Route and which keeps our output stable.
+    Route and which keeps our output stable.  A parallel list holds each line's
+    lookup key, so a lookup compares strings and never re-lowercases names.
     """
 
-    __slots__ = ("_items",)
+    __slots__ = ("_index", "_items", "_keys")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._items: list[tuple[str, str]] = [(canonical_name(n), v) for n, v in items]
+        self._keys: list[str] = [_key(n) for n, _ in self._items]
+        self._index: dict[str, list[int]] | None = None
+
+    def _positions(self, name: str) -> list[int]:
+        # Built on the first lookup and kept until a line is replaced or removed: a
+        # message is read many times (transaction keys, dialogs, records) and rarely changed.
+        index = self._index
+        if index is None:
+            index = {}
+            for i, k in enumerate(self._keys):
+                index.setdefault(k, []).append(i)
+            self._index = index
+        return index.get(_key(name), [])
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first value of ``name``, or ``default``."""
-        lname = canonical_name(name).lower()
-        for n, v in self._items:
-            if n.lower() == lname:
-                return v
-        return default
+        positions = self._positions(name)
+        return self._items[positions[0]][1] if positions else default
 
     def getall(self, name: str) -> list[str]:
         """Every line of ``name``, in order (not split on commas)."""
-        lname = canonical_name(name).lower()
-        return [v for n, v in self._items if n.lower() == lname]
+        items = self._items
+        return [items[i][1] for i in self._positions(name)]
 
     def values(self, name: str) -> list[str]:
         """Every value of ``name``, comma-separated lists split."""
@@ -184,23 +202,38 @@ class Headers:
 
     def add(self, name: str, value: str) -> None:
         """Append a header line."""
+        key = _key(name)
         self._items.append((canonical_name(name), value))
+        self._keys.append(key)
+        if self._index is not None:
+            self._index.setdefault(key, []).append(len(self._keys) - 1)
 
     def set(self, name: str, value: str) -> None:
         """Replace every line of ``name`` with one line, where the first one stood."""
         cname = canonical_name(name)
-        lname = cname.lower()
-        for i, (n, _) in enumerate(self._items):
-            if n.lower() == lname:
-                self._items[i] = (cname, value)
-                self._items[i + 1 :] = [x for x in self._items[i + 1 :] if x[0].lower() != lname]
-                return
-        self._items.append((cname, value))
+        key = _key(name)
+        if key not in self._keys:
+            self._items.append((cname, value))
+            self._keys.append(key)
+            self._index = None
+            return
+        first = self._keys.index(key)
+        items = [
+            (cname, value) if i == first else item
+            for i, item in enumerate(self._items)
+            if i == first or self._keys[i] != key
+        ]
+        self._items = items
+        self._keys = [_key(n) for n, _ in items]
+        self._index = None
 
     def remove(self, name: str) -> None:
         """Remove every line of ``name``."""
-        lname = canonical_name(name).lower()
-        self._items = [x for x in self._items if x[0].lower() != lname]
+        key = _key(name)
+        kept = [(item, k) for item, k in zip(self._items, self._keys, strict=True) if k != key]
+        self._items = [item for item, _ in kept]
+        self._keys = [k for _, k in kept]
+        self._index = None
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self.get(name) is not None
@@ -215,6 +248,7 @@ class Headers:
         """A shallow copy."""
         h = Headers()
         h._items = list(self._items)
+        h._keys = list(self._keys)
         return h
 
     def __repr__(self) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from byeline.edge.attributes import headers_from_attributes
+from byeline.edge.attributes import headers_from_attributes, merge_headers
 from byeline.edge.trunk import TrunkSet
 from byeline.store.records import CallRecord
 
@@ -27,6 +27,9 @@ def routing_result(record: CallRecord, trunks: TrunkSet | None = None) -> dict[s
         mapped = headers_from_attributes(trunk, record.attributes, stage="bye")
     else:
         mapped = [(name, value) for name, value in record.bye_headers]
+    # The same guard as the BYE: a value the BYE refused (CR, LF, over 1024 bytes...) is not
+    # offered here either, so ``format=text`` lines cannot be forged through an attribute.
+    mapped, _ = merge_headers(mapped, [])
     return {
         "five9_call_id": record.five9_call_id,
         "five9_session_id": record.five9_session_id,
