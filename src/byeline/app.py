@@ -113,13 +113,22 @@ def _build_agent(cfg: ServeConfig, routes: Routes | None, store: Any) -> AgentFa
         )
     except ProviderError as exc:
         raise ConfigError(str(exc)) from None
+    if cfg.vad_sample_rate not in (8000, 16000):
+        raise ConfigError(f"vad_sample_rate {cfg.vad_sample_rate}: expected 8000 or 16000")
     runner = VoiceAgentRunner(
         routes,
         stt=stt,
         tts=tts,
         llm=llm,
-        vad=silero.VAD.load(),  # loaded once, shared by every call
+        # Loaded once, shared by every call.  At 8 kHz by default: the call is 8 kHz
+        # G.711, so upsampling it for the VAD only costs CPU (see docs/PERFORMANCE.md).
+        vad=silero.VAD.load(
+            sample_rate=cfg.vad_sample_rate,  # type: ignore[arg-type]
+            min_silence_duration=cfg.vad_min_silence,
+        ),
+        input_sample_rate=cfg.vad_sample_rate,
         no_input_timeout=cfg.no_input_timeout,
+        session_options={"min_endpointing_delay": cfg.endpointing_delay},
     )
 
     async def agent(call: Call) -> None:

@@ -73,6 +73,22 @@ def _build_parser() -> argparse.ArgumentParser:
         "--retention-days", type=float, help="purge call records and traces older than this"
     )
     serve.add_argument(
+        "--vad-sample-rate",
+        type=int,
+        choices=[8000, 16000],
+        help="rate the VAD and STT hear the call at (default 8000)",
+    )
+    serve.add_argument(
+        "--vad-min-silence",
+        type=float,
+        help="seconds of silence that end a caller's turn (default 0.55)",
+    )
+    serve.add_argument(
+        "--endpointing-delay",
+        type=float,
+        help="extra wait after the end of a turn before answering (default 0.5)",
+    )
+    serve.add_argument(
         "--agent",
         choices=["voice", "dtmf"],
         help="voice: speech and keys (default); dtmf: the keypad menu only",
@@ -257,6 +273,9 @@ def _serve(args: argparse.Namespace) -> int:
         "answer_delay": args.answer_delay,
         "sip_t1": args.sip_t1,
         "agent": args.agent,
+        "vad_sample_rate": args.vad_sample_rate,
+        "vad_min_silence": args.vad_min_silence,
+        "endpointing_delay": args.endpointing_delay,
         "webhooks": args.webhooks,
         "retention_days": args.retention_days,
         "log_level": args.log_level,

@@ -44,6 +44,9 @@ class ServeConfig:
     answer_delay: float = 0.0
     sip_t1: float = 0.5
     agent: str = "voice"
+    vad_sample_rate: int = 8000
+    vad_min_silence: float = 0.55
+    endpointing_delay: float = 0.5
     llm: str = "offline"
     llm_model: str = "gpt-4.1-mini"
     llm_base_url: str | None = None

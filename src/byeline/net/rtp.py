@@ -26,6 +26,7 @@ from typing import Any, ClassVar, Final, cast
 from byeline.net.ports import RtpPortAllocator
 from byeline.rtp.dtmf import DtmfDigit
 from byeline.rtp.g711 import PCMA, PCMA_SILENCE, PCMU_SILENCE
+from byeline.rtp.recording import Recorder
 from byeline.rtp.stream import Address, MediaStream
 
 __all__ = ["FRAME_BYTES", "MediaTicker", "RtpEndpoint"]
@@ -132,6 +133,12 @@ class RtpEndpoint(asyncio.DatagramProtocol):
 
     Create it with ``open``; send speech with ``play``, interrupt with ``clear``, send keys with
     ``send_dtmf``, and ``close`` it at the end of the call.
+
+    ``recorder`` (e.g. a ``CallRecording``) gets two frames on every tick from the first one on:
+    ``caller_frame`` with the received audio (silence before media starts and where packets were
+    lost) and ``agent_frame`` with the audio sent (silence when nothing is queued, on hold, or
+    while key presses go out), plus silence on both sides for ticks skipped after a stall; so both
+    channels follow the wall clock. The endpoint does not close it.
     """
 
     def __init__(
@@ -143,8 +150,10 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         on_media_timeout: Callable[[], None] | None = None,
         send_silence: bool = True,
         ticker: MediaTicker | None = None,
+        recorder: Recorder | None = None,
     ) -> None:
         self.stream = stream
+        self.recorder = recorder
         self.on_audio = on_audio
         self.on_dtmf = on_dtmf
         self.on_media_timeout = on_media_timeout
@@ -179,6 +188,7 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         on_media_timeout: Callable[[], None] | None = None,
         send_silence: bool = True,
         ticker: MediaTicker | None = None,
+        recorder: Recorder | None = None,
     ) -> RtpEndpoint:
         """Start the endpoint on ``port``, already allocated for the SDP answer, or on a new one.
 
@@ -199,6 +209,7 @@ class RtpEndpoint(asyncio.DatagramProtocol):
                     on_media_timeout=on_media_timeout,
                     send_silence=send_silence,
                     ticker=ticker,
+                    recorder=recorder,
                 ),
                 sock=lease.rtp_socket,
             )
@@ -361,12 +372,20 @@ class RtpEndpoint(asyncio.DatagramProtocol):
 
     def _skip(self, ticks: int) -> None:
         self.stream.skip(ticks)
+        recorder = self.recorder
+        if recorder is not None:
+            for _ in range(ticks):
+                recorder.caller_frame(_SILENCE_PCM)
+                recorder.agent_frame(_SILENCE_PCM)
 
     def _on_tick(self, now: float) -> None:
         stream = self.stream
+        recorder = self.recorder
         if stream.media_started:
             pcm = stream.pop_pcm(now)
             frame = _SILENCE_PCM if pcm is None else pcm
+            if recorder is not None:
+                recorder.caller_frame(frame)
             if self.on_audio is not None:
                 self.on_audio(frame)
             if self._audio_queue is not None:
@@ -378,9 +397,14 @@ class RtpEndpoint(asyncio.DatagramProtocol):
                         self.on_media_timeout()
             else:
                 self._timed_out = False
-        self._send_tick()
+        elif recorder is not None:
+            recorder.caller_frame(_SILENCE_PCM)
+        sent = self._send_tick()
+        if recorder is not None:
+            recorder.agent_frame(_SILENCE_PCM if sent is None else sent)
 
-    def _send_tick(self) -> None:
+    def _send_tick(self) -> bytes | memoryview | None:
+        """Send this tick's packet; return the PCM frame it carried (None: no audio sent)."""
         transport = self._transport
         if self._awaiting_drain and transport is not None and _buffered(transport) == 0:
             _resolve(self._awaiting_drain, True)
@@ -395,18 +419,18 @@ class RtpEndpoint(asyncio.DatagramProtocol):
             _resolve(finished, False)
             self._talking = False
             stream.skip()
-            return
+            return None
         if stream.dtmf_pending:
             packet = stream.next_dtmf_packet()
             if packet is not None:
                 transport.sendto(packet, address)
-            return
+            return None
         frame, finished = self._next_frame()
         if frame is None:
             self._talking = False
             if not self.send_silence:
                 stream.skip()
-                return
+                return None
             packet = stream.packetize(self._silence_payload, encoded=True)
         else:
             # The first frame after the queue was empty starts a talkspurt.
@@ -420,6 +444,7 @@ class RtpEndpoint(asyncio.DatagramProtocol):
             else:
                 # The kernel buffer was full: the transport holds the packet until writable.
                 self._awaiting_drain.extend(finished)
+        return frame
 
     def _next_frame(self) -> tuple[bytes | memoryview | None, list[asyncio.Future[bool]]]:
         if not self._playback:

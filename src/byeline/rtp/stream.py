@@ -8,7 +8,9 @@ current time, and asks it for packets to send; it never touches a socket or a cl
   statistics, the jitter buffer for audio, the RFC 4733 receiver for DTMF, and the media timeout;
 - the send side: SSRC, sequence number and timestamp (random starts, RFC 3550 section 5.1), one
   packet per 20 ms frame, the marker bit at the start of each talkspurt, and RFC 4733 events that
-  take their packet slots from the same sequence and timestamp space.
+  take their packet slots from the same sequence and timestamp space;
+- optionally SRTP (``srtp``, an ``SrtpContext``): packets are protected as they leave
+  ``packetize``/``next_dtmf_packet`` and unprotected in ``receive`` before anything else reads them.
 """
 
 from __future__ import annotations
@@ -17,12 +19,16 @@ import random
 import struct
 from collections import deque
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from byeline.rtp.dtmf import DtmfDigit, DtmfPacket, DtmfReceiver, DtmfSender
 from byeline.rtp.g711 import PCMA, PCMU, BytesLike, decode, encode
 from byeline.rtp.jitterbuffer import JitterBuffer
 from byeline.rtp.packet import RtpPacket, is_rtcp
+from byeline.rtp.srtp import SrtpAuthenticationError, SrtpReplayError
+
+if TYPE_CHECKING:
+    from byeline.rtp.srtp import SrtpContext
 
 __all__ = ["COMFORT_NOISE", "Address", "MediaStream", "ReceiveStatistics"]
 
@@ -71,6 +77,12 @@ class MediaStream:
     ``symmetric_rtp=False`` the SDP address is kept for sending). After latching, packets from any
     other address are dropped, so a stray or hostile sender cannot take over the call;
     ``set_remote_address`` (a new SDP, e.g. a re-INVITE) unlatches.
+
+    ``srtp`` (from ``Negotiated.srtp.context()``) makes the stream SRTP: every packet sent is
+    protected with our key, every datagram received is unprotected with the peer's key before it
+    is parsed; one that does not authenticate or is a replay is counted and dropped, never raised.
+    Symmetric RTP then latches only on an authenticated packet. It may be replaced mid-call (new
+    keys in a re-INVITE, see ``SrtpContext.update``). Without it nothing changes on either path.
     """
 
     def __init__(
@@ -85,6 +97,7 @@ class MediaStream:
         jitter_delay: float = 0.06,
         symmetric_rtp: bool = True,
         rng: random.Random | None = None,
+        srtp: SrtpContext | None = None,
     ) -> None:
         if payload_type not in (PCMU, PCMA):
             raise ValueError(f"audio payload type {payload_type} is not G.711 (PCMU=0, PCMA=8)")
@@ -137,6 +150,12 @@ class MediaStream:
         self.ssrc_changes = 0
         self.stale_source = 0
         """Packets from the SSRC replaced by the current one, dropped."""
+        self.srtp = srtp
+        """The SRTP context, or None for plain RTP."""
+        self.srtp_auth_failures = 0
+        """SRTP packets that failed authentication (wrong key, altered, not SRTP), dropped."""
+        self.srtp_replays = 0
+        """SRTP packets rejected as replayed or too old, dropped."""
 
         # Send state.
         rng = rng or random.SystemRandom()
@@ -185,6 +204,18 @@ class MediaStream:
         if is_rtcp(data):
             self.rtcp_received += 1
             return None
+        if self.srtp is not None:
+            try:
+                data = self.srtp.unprotect(data)
+            except SrtpAuthenticationError:
+                self.srtp_auth_failures += 1
+                return None
+            except SrtpReplayError:
+                self.srtp_replays += 1
+                return None
+            except ValueError:
+                self.malformed += 1
+                return None
         try:
             packet = RtpPacket.parse(data)
         except ValueError:
@@ -349,6 +380,8 @@ class MediaStream:
         self.timestamp = (self.timestamp + len(payload)) & 0xFFFFFFFF
         self.packets_sent += 1
         self.octets_sent += len(payload)
+        if self.srtp is not None:
+            return self.srtp.protect(packet)
         return packet
 
     def skip(self, frames: int = 1) -> None:
@@ -407,4 +440,6 @@ class MediaStream:
         self.octets_sent += len(event.payload)
         if not self._dtmf_packets:
             self._marker_pending = True
+        if self.srtp is not None:
+            return self.srtp.protect(packet)
         return packet

@@ -8,6 +8,12 @@ parses and writes session descriptions and negotiates them, with no I/O:
   we offer in the 200 OK and the ACK carries the answer);
 - :class:`MediaSession` keeps the ``o=`` session id and version of one dialog across re-INVITEs.
 
+SRTP with SDES keys (RFC 4568) is negotiated too, under a :class:`MediaEncryption` policy that
+mirrors LiveKit's trunk ``media_encryption``: an RTP/SAVP stream with ``a=crypto`` lines is
+answered with our own fresh key, and :class:`Negotiated` carries both keys in
+:attr:`Negotiated.srtp` for the media layer (``byeline.rtp.srtp``). The keys travel in the SDP
+itself, which is why :func:`redact_keys` exists for logs and traces.
+
 Parsing is tolerant where real peers are sloppy (LF-only line ends, trailing blanks, attributes in
 unusual order, unknown lines, which are kept) and raises ValueError with a precise message where
 the text cannot be understood.
@@ -19,25 +25,40 @@ import enum
 import ipaddress
 import os
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields, replace
+from typing import AnyStr
+
+from byeline.rtp.srtp import (
+    DEFAULT_OFFER_SUITES,
+    SUITES,
+    SdesCrypto,
+    SrtpKey,
+    SrtpParams,
+    suite_named,
+)
 
 __all__ = [
     "Answer",
     "Attribute",
     "Connection",
     "Direction",
+    "EncryptionRequired",
     "MediaDescription",
+    "MediaEncryption",
     "MediaSession",
     "Negotiated",
     "NoCommonCodec",
+    "NoCommonCrypto",
     "Origin",
     "RtpMap",
     "SessionDescription",
+    "SrtpParams",
     "UnsupportedProfile",
     "accept_answer",
     "answer_offer",
     "create_offer",
+    "redact_keys",
 ]
 
 _DIGITS = re.compile(r"[0-9]+")
@@ -56,8 +77,10 @@ STATIC_PAYLOAD_TYPES: dict[int, tuple[str, int]] = {
 }
 _STATIC_BY_NAME = {name: pt for pt, (name, _) in STATIC_PAYLOAD_TYPES.items()}
 
-#: The only transport profile answered for now; RTP/SAVP (SDES-SRTP) comes with SRTP support.
+#: The plain RTP transport profile (RFC 3551); RTP/SAVP is answered under an SRTP policy.
 PROFILE = "RTP/AVP"
+#: The SRTP transport profile (RFC 3711 §12), keyed by ``a=crypto`` lines (RFC 4568).
+SAVP_PROFILE = "RTP/SAVP"
 #: Packetization time we ask for, in milliseconds (G.711 at 20 ms is 160 bytes a packet).
 PTIME = 20
 #: RFC 4733 events we can receive: DTMF 0-9, *, #, A-D and flash (16).
@@ -70,6 +93,55 @@ class NoCommonCodec(ValueError):
 
 class UnsupportedProfile(ValueError):
     """The audio stream uses a transport profile we do not answer yet (e.g. RTP/SAVP): 488."""
+
+
+class EncryptionRequired(UnsupportedProfile):
+    """Plain RTP/AVP audio offered (or accepted) where the policy requires SRTP: answer 488."""
+
+
+class NoCommonCrypto(UnsupportedProfile):
+    """RTP/SAVP audio whose ``a=crypto`` lines offer no suite and key we can run: answer 488."""
+
+
+class MediaEncryption(enum.StrEnum):
+    """SRTP policy, as LiveKit's trunk ``media_encryption`` (``SIPMediaEncryption``).
+
+    - ``DISABLE``: plain RTP/AVP only; an offer with RTP/SAVP audio only is refused.
+    - ``ALLOW``: SRTP when the peer offers RTP/SAVP with ``a=crypto``, plain RTP otherwise.
+    - ``REQUIRE``: SRTP only; a plain RTP offer is refused (:class:`EncryptionRequired`).
+    """
+
+    DISABLE = "disable"
+    ALLOW = "allow"
+    REQUIRE = "require"
+
+    @classmethod
+    def from_livekit(cls, value: int | str) -> MediaEncryption:
+        """From a trunk's ``media_encryption``: the enum number (``trunk.info.media_encryption``)
+        or its name (``"SIP_MEDIA_ENCRYPT_ALLOW"``); ValueError for anything else."""
+        by_number = {0: cls.DISABLE, 1: cls.ALLOW, 2: cls.REQUIRE}
+        if isinstance(value, int) and value in by_number:
+            return by_number[value]
+        if isinstance(value, str):
+            name = value.upper().removeprefix("SIP_MEDIA_ENCRYPT_")
+            for member in cls:
+                if member.name == name:
+                    return member
+        raise ValueError(f"unknown media_encryption {value!r}")
+
+
+_KEY_IN_CRYPTO = re.compile(r"^(a=crypto:.*)$", re.MULTILINE)
+_INLINE_KEY = re.compile(r"(inline:)[^|;\s]+")
+
+
+def redact_keys(sdp: AnyStr) -> AnyStr:
+    """``sdp`` (or a whole SIP message) with every ``a=crypto`` inline key replaced by
+    ``<redacted>``: SDES keys are secrets that travel in the SDP, keep them out of logs/traces."""
+    if isinstance(sdp, bytes):
+        return redact_keys(sdp.decode("utf-8", "surrogateescape")).encode(
+            "utf-8", "surrogateescape"
+        )
+    return _KEY_IN_CRYPTO.sub(lambda line: _INLINE_KEY.sub(r"\1<redacted>", line.group(1)), sdp)
 
 
 def _uint(text: str, what: str, maximum: int) -> int:
@@ -331,8 +403,19 @@ class MediaDescription:
 
     @property
     def crypto(self) -> list[str]:
-        """Raw ``a=crypto`` values (RFC 4568), kept for the SRTP work to come."""
+        """Raw ``a=crypto`` values (RFC 4568); :meth:`sdes_crypto` parses them."""
         return self.values("crypto")
+
+    def sdes_crypto(self) -> list[SdesCrypto]:
+        """The ``a=crypto`` lines parsed, in order; malformed ones are left out (RFC 4568 §6.3:
+        an offerer's line we cannot understand is ignored, not fatal)."""
+        found: list[SdesCrypto] = []
+        for value in self.crypto:
+            try:
+                found.append(SdesCrypto.parse(value))
+            except ValueError:
+                continue
+        return found
 
     def rtpmaps(self) -> dict[int, RtpMap]:
         """``a=rtpmap`` attributes by payload type (ValueError if one is malformed)."""
@@ -582,6 +665,16 @@ class Negotiated:
     sdp: bytes
     #: ``a=ptime`` the peer asked for (the packet duration it wants to receive), if any.
     remote_ptime: int | None = None
+    #: SRTP suite and keys when the stream is RTP/SAVP (SDES), else None. Secret: never log it.
+    srtp: SrtpParams | None = None
+
+    def __repr__(self) -> str:
+        # The SDP carries an SRTP key in its a=crypto line; the repr must not leak it.
+        parts = []
+        for item in fields(self):
+            value = getattr(self, item.name)
+            parts.append(f"{item.name}={redact_keys(value) if item.name == 'sdp' else value!r}")
+        return f"Negotiated({', '.join(parts)})"
 
 
 #: The name the offer/answer API was first specified with.
@@ -632,6 +725,29 @@ def _check_port(port: int) -> None:
         raise ValueError(f"media port must be 1-65535, got {port}")
 
 
+def _pick_crypto(
+    media: MediaDescription, suites: Sequence[str]
+) -> tuple[SdesCrypto, SrtpKey] | None:
+    # RFC 4568 §7.1.1: the offerer lists its lines in preference order; take the first we can run.
+    allowed = set(suites)
+    for line in media.sdes_crypto():
+        if line.usable and line.suite in allowed:
+            try:
+                return line, line.srtp_key()
+            except ValueError:
+                continue  # a key of the wrong length or not base64: try the next line
+    return None
+
+
+def _local_key(suite_name: str, keys: Mapping[str, SrtpKey] | None) -> SrtpKey:
+    key = keys.get(suite_name) if keys is not None else None
+    if key is None:
+        return SrtpKey.generate(suite_name)
+    if key.suite.name != suite_name:
+        raise ValueError(f"the key given for {suite_name} is a {key.suite.name} key")
+    return key
+
+
 def answer_offer(
     offer: bytes | str | SessionDescription,
     *,
@@ -641,6 +757,9 @@ def answer_offer(
     session_id: int,
     session_version: int,
     direction: Direction = Direction.SENDRECV,
+    policy: MediaEncryption | str = MediaEncryption.DISABLE,
+    crypto_suites: Sequence[str] = tuple(SUITES),
+    srtp_keys: Mapping[str, SrtpKey] | None = None,
 ) -> Negotiated:
     """Answer an SDP offer (RFC 3264 §6).
 
@@ -650,28 +769,69 @@ def answer_offer(
     The answer mirrors the offered direction (sendonly → recvonly, inactive → inactive,
     ``c=0.0.0.0`` counts as hold), limited by ``direction``, our own wish (sendonly while we hold).
 
-    Raises :class:`UnsupportedProfile` if audio is offered only with another profile (RTP/SAVP),
+    ``policy`` (see :class:`MediaEncryption`) decides about SRTP. Under ``allow`` and ``require``
+    an RTP/SAVP audio stream is accepted when one of its ``a=crypto`` lines (the first usable one,
+    in the offer's order) has a suite in ``crypto_suites``; we answer with that line's tag and
+    suite and our own key: the one in ``srtp_keys`` for the suite (a session keeps its key across
+    re-INVITEs), else a new random one. Under ``allow`` an encrypted stream is preferred to a plain
+    one when the offer has both; under ``require`` plain streams are not considered.
+
+    Raises :class:`UnsupportedProfile` if audio is offered only with another profile (RTP/SAVP
+    under ``disable``), :class:`EncryptionRequired` if ``require`` meets plain audio only,
+    :class:`NoCommonCrypto` if no RTP/SAVP stream has a usable ``a=crypto`` line,
     :class:`NoCommonCodec` if no audio stream has a supported codec, ValueError if malformed.
     """
     _check_port(media_port)
+    policy = MediaEncryption(policy)
     parsed = _as_description(offer)
     chosen_index: int | None = None
     codec: RtpMap | None = None
+    chosen_crypto: tuple[SdesCrypto, SrtpKey] | None = None
     profiles: list[str] = []
     offered: list[str] = []
+    plain_refused = False  # RTP/AVP audio passed over because the policy requires SRTP
+    crypto_refused: list[str] = []  # suites of RTP/SAVP audio we could not run
+    fallback: tuple[int, RtpMap] | None = None  # a plain stream, if no encrypted one fits
     for index, media in enumerate(parsed.media):
         if media.media != "audio" or media.port == 0:
             continue
-        if media.proto.upper() != PROFILE:
+        proto = media.proto.upper()
+        crypto: tuple[SdesCrypto, SrtpKey] | None = None
+        if proto == PROFILE and policy is MediaEncryption.REQUIRE:
+            plain_refused = True
+            continue
+        if proto == SAVP_PROFILE and policy is not MediaEncryption.DISABLE:
+            crypto = _pick_crypto(media, crypto_suites)
+            if crypto is None:
+                crypto_refused += [line.suite for line in media.sdes_crypto()] or ["none"]
+                continue
+        elif proto != PROFILE:
             profiles.append(media.proto)
             continue
         codecs = media.codecs()
         offered += [f"{c.encoding}/{c.clock_rate}" for c in codecs] or list(media.formats)
-        codec = _pick_codec(media, supported)
-        if codec is not None:
-            chosen_index = index
-            break
+        found = _pick_codec(media, supported)
+        if found is None:
+            continue
+        if crypto is None and policy is MediaEncryption.ALLOW:
+            # Keep looking: an encrypted stream further on is better than this plain one.
+            fallback = fallback or (index, found)
+            continue
+        chosen_index, codec, chosen_crypto = index, found, crypto
+        break
+    if chosen_index is None and fallback is not None:
+        chosen_index, codec = fallback
     if chosen_index is None or codec is None:
+        if crypto_refused and not offered:
+            raise NoCommonCrypto(
+                f"no usable SRTP crypto-suite: offered {', '.join(crypto_refused)}; "
+                f"we support {', '.join(crypto_suites)} (inline key, no MKI)"
+            )
+        if plain_refused and not offered:
+            raise EncryptionRequired(
+                "the trunk requires SRTP (RTP/SAVP with a=crypto) but audio was offered "
+                "as plain RTP/AVP"
+            )
         if profiles and not offered:
             raise UnsupportedProfile(f"audio offered only with {', '.join(profiles)}, not RTP/AVP")
         if not offered:
@@ -694,6 +854,13 @@ def answer_offer(
             Attribute("fmtp", f"{event.payload_type} {TELEPHONE_EVENTS}"),
         ]
     attributes += [Attribute("ptime", str(PTIME)), Attribute(ours.value)]
+    srtp: SrtpParams | None = None
+    if chosen_crypto is not None:
+        # RFC 4568 §7.1.2: one line, with the tag and suite of the offer line we accept.
+        line, remote_key = chosen_crypto
+        local_key = _local_key(line.suite, srtp_keys)
+        attributes.append(Attribute("crypto", SdesCrypto.for_key(line.tag, local_key).serialize()))
+        srtp = SrtpParams(remote_key.suite, line.tag, local_key, remote_key)
     answer_media: list[MediaDescription] = []
     for index, offered_media in enumerate(parsed.media):
         if index == chosen_index:
@@ -732,6 +899,7 @@ def answer_offer(
         on_hold=not remote_direction.receives,
         sdp=answer.serialize(),
         remote_ptime=media.ptime,
+        srtp=srtp,
     )
 
 
@@ -744,6 +912,9 @@ def _offer_description(
     supported: Sequence[str],
     telephone_event_pt: int | None,
     direction: Direction,
+    srtp: bool = False,
+    crypto_suites: Sequence[str] = DEFAULT_OFFER_SUITES,
+    srtp_keys: Mapping[str, SrtpKey] | None = None,
 ) -> SessionDescription:
     _check_port(media_port)
     formats: list[str] = []
@@ -768,6 +939,13 @@ def _offer_description(
             Attribute("fmtp", f"{telephone_event_pt} {TELEPHONE_EVENTS}"),
         ]
     attributes += [Attribute("ptime", str(PTIME)), Attribute(direction.value)]
+    if srtp:
+        if not crypto_suites:
+            raise ValueError("an SRTP offer needs at least one crypto-suite")
+        for tag, name in enumerate(crypto_suites, start=1):
+            suite_named(name)
+            key = _local_key(name, srtp_keys)
+            attributes.append(Attribute("crypto", SdesCrypto.for_key(tag, key).serialize()))
     return SessionDescription(
         origin=_local_origin(media_ip, session_id, session_version),
         session_name="byeline",
@@ -776,7 +954,7 @@ def _offer_description(
             MediaDescription(
                 media="audio",
                 port=media_port,
-                proto=PROFILE,
+                proto=SAVP_PROFILE if srtp else PROFILE,
                 formats=tuple(formats),
                 attributes=tuple(attributes),
             ),
@@ -793,11 +971,18 @@ def create_offer(
     supported: Sequence[str] = ("PCMU", "PCMA"),
     telephone_event_pt: int | None = 101,
     direction: Direction = Direction.SENDRECV,
+    srtp: bool = False,
+    crypto_suites: Sequence[str] = DEFAULT_OFFER_SUITES,
+    srtp_keys: Mapping[str, SrtpKey] | None = None,
 ) -> bytes:
     """Build our SDP offer: one audio stream, the ``supported`` codecs in order, telephone-event.
 
     Used for the late-offer case (INVITE without SDP: the offer goes in the 200 OK) and for our
     own re-INVITEs (``direction=SENDONLY`` to hold).
+
+    With ``srtp`` the stream is RTP/SAVP with one ``a=crypto`` line per suite of
+    ``crypto_suites`` (tags 1, 2, ...), each with our key for it from ``srtp_keys`` or a new
+    random one; :func:`accept_answer` reads our keys back from this offer.
     """
     return _offer_description(
         media_ip,
@@ -807,6 +992,9 @@ def create_offer(
         supported=supported,
         telephone_event_pt=telephone_event_pt,
         direction=direction,
+        srtp=srtp,
+        crypto_suites=crypto_suites,
+        srtp_keys=srtp_keys,
     ).serialize()
 
 
@@ -817,9 +1005,12 @@ def accept_answer(
     """Read the peer's answer to our offer (RFC 3264 §7), e.g. the SDP in the ACK.
 
     The codec is the first of the answer's formats that we offered (the answerer's preference).
+    For an RTP/SAVP offer the answer's ``a=crypto`` line picks one of ours by tag; our key comes
+    from ``offer_we_sent``, the peer's from the answer, both in :attr:`Negotiated.srtp`.
     Raises :class:`NoCommonCodec` if the audio stream was rejected or carries none of our codecs,
-    :class:`UnsupportedProfile` if the answer changed the profile, ValueError if malformed or if
-    the answer does not have one ``m=`` line per offered one.
+    :class:`UnsupportedProfile` if the answer changed the profile, :class:`NoCommonCrypto` if an
+    SRTP answer has no usable ``a=crypto`` line, ValueError if malformed or if the answer does not
+    have one ``m=`` line per offered one.
     """
     ours = _as_description(offer_we_sent)
     theirs = _as_description(answer)
@@ -843,6 +1034,11 @@ def accept_answer(
         event = _pick_telephone_event(their_media, codec.clock_rate)
         if event is not None and _pick_telephone_event(our_media, codec.clock_rate) is None:
             event = None
+        srtp = (
+            _accepted_crypto(our_media, their_media)
+            if our_media.proto.upper() == SAVP_PROFILE
+            else None
+        )
         remote_direction = _remote_direction(theirs, their_media)
         our_direction = (our_media.direction or ours.direction or Direction.SENDRECV).restricted(
             remote_direction.reversed()
@@ -857,8 +1053,33 @@ def accept_answer(
             on_hold=not remote_direction.receives,
             sdp=theirs.serialize(),
             remote_ptime=their_media.ptime,
+            srtp=srtp,
         )
     raise NoCommonCodec("our offer has no active audio stream")
+
+
+def _accepted_crypto(our_media: MediaDescription, their_media: MediaDescription) -> SrtpParams:
+    answered = their_media.sdes_crypto()
+    if not answered:
+        raise NoCommonCrypto("the answer to our RTP/SAVP offer has no valid a=crypto line")
+    if len(answered) > 1:
+        raise ValueError(f"the answer has {len(answered)} a=crypto lines, RFC 4568 allows one")
+    line = answered[0]
+    ours = {offered.tag: offered for offered in our_media.sdes_crypto()}
+    mine = ours.get(line.tag)
+    if mine is None:
+        raise NoCommonCrypto(f"the answer's a=crypto tag {line.tag} is not one we offered")
+    if line.suite != mine.suite:
+        raise NoCommonCrypto(
+            f"the answer's a=crypto:{line.tag} is {line.suite}, we offered {mine.suite}"
+        )
+    if not line.usable:
+        raise NoCommonCrypto(
+            f"the answer's a=crypto:{line.tag} uses MKI or session parameters we do not run"
+        )
+    remote_key = line.srtp_key()
+    local_key = mine.srtp_key()
+    return SrtpParams(local_key.suite, line.tag, local_key, remote_key)
 
 
 # -- one dialog's media --------------------------------------------------------------------------
@@ -875,6 +1096,10 @@ class MediaSession:
     one exactly when the SDP differs from the previous one we sent (a session refresh re-INVITE
     gets the same version back). :meth:`hold` and :meth:`resume` build our re-offers; while we
     hold, answers to the peer's offers stay sendonly.
+
+    ``policy`` is the SRTP policy (:class:`MediaEncryption`); ``crypto_suites`` the suites we
+    answer (default: all we support) and offer (default: the two AES_CM_128 ones). Our SRTP key
+    for a suite is made once and kept for the whole dialog.
     """
 
     def __init__(
@@ -886,6 +1111,8 @@ class MediaSession:
         session_version: int = 0,
         supported: Sequence[str] = ("PCMU", "PCMA"),
         telephone_event_pt: int | None = 101,
+        policy: MediaEncryption | str = MediaEncryption.DISABLE,
+        crypto_suites: Sequence[str] | None = None,
     ) -> None:
         Connection.for_ip(media_ip)
         if session_id is None:
@@ -897,6 +1124,14 @@ class MediaSession:
         self.session_id = session_id
         self.supported = tuple(supported)
         self.telephone_event_pt = telephone_event_pt
+        self.policy = MediaEncryption(policy)
+        """SRTP policy for answers; our own offers are RTP/SAVP only under ``require``."""
+        self.crypto_suites = None if crypto_suites is None else tuple(crypto_suites)
+        for name in self.crypto_suites or ():
+            suite_named(name)
+        # Our SRTP key per suite, fixed for the dialog: re-INVITEs and session refreshes keep
+        # the same key (RFC 4568 §7.1.4 allows it), so our outbound SRTP never has to restart.
+        self._srtp_keys: dict[str, SrtpKey] = {}
         self._version = session_version
         self._last_sent: bytes | None = None
         self._pending_offer: bytes | None = None
@@ -933,18 +1168,22 @@ class MediaSession:
         result: list[Negotiated] = []
 
         def build(version: int) -> bytes:
-            result[:] = [
-                answer_offer(
-                    offer,
-                    media_ip=self.media_ip,
-                    media_port=self.media_port,
-                    supported=self.supported,
-                    session_id=self.session_id,
-                    session_version=version,
-                    direction=wish,
-                )
-            ]
-            return result[0].sdp
+            negotiated = answer_offer(
+                offer,
+                media_ip=self.media_ip,
+                media_port=self.media_port,
+                supported=self.supported,
+                session_id=self.session_id,
+                session_version=version,
+                direction=wish,
+                policy=self.policy,
+                crypto_suites=self.crypto_suites or tuple(SUITES),
+                srtp_keys=self._srtp_keys,
+            )
+            if negotiated.srtp is not None:
+                self._srtp_keys.setdefault(negotiated.srtp.suite.name, negotiated.srtp.local_key)
+            result[:] = [negotiated]
+            return negotiated.sdp
 
         self._stamp(build)
         self._pending_offer = None
@@ -955,6 +1194,12 @@ class MediaSession:
         """Our offer (late offer in a 200 OK, or our re-INVITE); the answer goes to
         :meth:`accept_answer`."""
 
+        srtp = self.policy is MediaEncryption.REQUIRE
+        suites = self.crypto_suites or DEFAULT_OFFER_SUITES
+        if srtp:
+            for name in suites:
+                self._srtp_keys.setdefault(name, SrtpKey.generate(name))
+
         def build(version: int) -> bytes:
             return create_offer(
                 self.media_ip,
@@ -964,6 +1209,9 @@ class MediaSession:
                 supported=self.supported,
                 telephone_event_pt=self.telephone_event_pt,
                 direction=direction,
+                srtp=srtp,
+                crypto_suites=suites,
+                srtp_keys=self._srtp_keys,
             )
 
         self._pending_offer = self._stamp(build)
@@ -984,6 +1232,8 @@ class MediaSession:
         if self._pending_offer is None:
             raise ValueError("no offer of ours is waiting for an answer")
         result = accept_answer(self._pending_offer, answer)
+        if result.srtp is None and self.policy is MediaEncryption.REQUIRE:
+            raise EncryptionRequired("the peer answered our SRTP offer with plain RTP")
         self._pending_offer = None
         self.negotiated = result
         return result
