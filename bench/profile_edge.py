@@ -56,8 +56,7 @@ async def run(calls: int) -> None:
     edge = SipEdge(EdgeConfig(rtp_ports=(50000, 59998), max_calls=100000), TrunkSet([trunk]))
     edge._loop = asyncio.get_running_loop()
     sent: list[bytes] = []
-    flow = Flow("UDP", ("127.0.0.1", 5060), ("127.0.0.1", 5090),
-                lambda data, to: sent.append(data))
+    flow = Flow("UDP", ("127.0.0.1", 5060), ("127.0.0.1", 5090), lambda data, to: sent.append(data))
     profiler = cProfile.Profile()
     t0 = time.process_time()
     profiler.enable()
@@ -72,8 +71,10 @@ async def run(calls: int) -> None:
             await asyncio.sleep(0)  # let media tasks run and end
     profiler.disable()
     cpu = time.process_time() - t0
-    print(f"{calls} calls: {1000 * cpu / calls:.3f} ms CPU per call "
-          f"(INVITE, 100, 180, 200, ACK, BYE, 200 and the media endpoint)")
+    print(
+        f"{calls} calls: {1000 * cpu / calls:.3f} ms CPU per call "
+        f"(INVITE, 100, 180, 200, ACK, BYE, 200 and the media endpoint)"
+    )
     pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
     pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
 

@@ -44,7 +44,6 @@ WAIT = "wait"  # stream: the message is incomplete; no answer, the connection st
 CLOSE = "close"  # stream: a framing fault; the edge closes the connection without an answer
 
 
-
 @dataclass(frozen=True)
 class Policy:
     udp: int | None
@@ -473,7 +472,6 @@ class V6Case:
     contact: str = CONTACT
     sdp: str = ""
     xfail: str | None = None
-
 
 
 V6_CASES = {
