@@ -7,9 +7,11 @@ a one-line reason, not the first call.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .agent.menu import DtmfMenuAgent, shutdown_handback
@@ -35,6 +37,7 @@ class App:
     bound: list[ListenSpec] = field(default_factory=list)
     http: Any = None
     retention: Any = None
+    _recording_purge: asyncio.Future[None] | None = None
 
     async def start(self) -> None:
         """Open the HTTP API (so its metrics see every call), then the SIP listeners."""
@@ -59,6 +62,10 @@ class App:
 
                 self.retention = RetentionTask(self.store, max_age=cfg.retention_days * 86400)
                 self.retention.start()
+                if cfg.recordings is not None:
+                    self._recording_purge = asyncio.ensure_future(
+                        _purge_recordings_forever(Path(cfg.recordings), cfg.retention_days * 86400)
+                    )
         self.bound = await self.edge.start()
 
     async def stop(self) -> None:
@@ -68,6 +75,8 @@ class App:
             await self.store.aflush()
         if self.retention is not None:
             await self.retention.stop()
+        if self._recording_purge is not None:
+            self._recording_purge.cancel()
         if self.http is not None:
             await self.http.stop()
         if self.store is not None:
@@ -75,6 +84,41 @@ class App:
 
 
 AGENTS = ("voice", "dtmf")
+
+
+def purge_recordings(directory: Path, older_than: float) -> int:
+    """Delete call recordings last written before ``older_than`` (epoch seconds)."""
+    removed = 0
+    for path in directory.glob("SCL_*.wav"):
+        try:
+            if path.stat().st_mtime < older_than:
+                path.unlink()
+                removed += 1
+        except OSError:
+            continue
+    return removed
+
+
+async def _purge_recordings_forever(directory: Path, max_age: float) -> None:
+    """Recordings keep the records' retention: checked at start and every hour."""
+    while True:
+        removed = await asyncio.to_thread(purge_recordings, directory, time.time() - max_age)
+        if removed:
+            log.info("retention: %d recordings removed", removed)
+        await asyncio.sleep(3600)
+
+
+def _announcement(path: str | None) -> bytes | None:
+    """The recording announcement as 8 kHz PCM, checked at start."""
+    if path is None:
+        return None
+    from .five9.simulator import load_wav_8k
+
+    try:
+        return load_wav_8k(Path(path))
+    except ValueError as exc:
+        raise ConfigError(f"recording_announcement: {exc}") from None
+
 
 _transcript_roles = {"user": "caller", "assistant": "agent"}
 
@@ -147,6 +191,33 @@ def _build_agent(cfg: ServeConfig, routes: Routes | None, store: Any) -> AgentFa
     return agent
 
 
+def _named_routes(
+    cfg: ServeConfig, trunks: TrunkSet, dispatch: DispatchRuleSet | None, routes: Routes | None
+) -> dict[str, Routes]:
+    """``agents = ["NAME=ROUTES_FILE", ...]``: the routes of each agent a dispatch rule may name."""
+    named: dict[str, Routes] = {}
+    for entry in cfg.agents:
+        name, sep, path = entry.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise ConfigError(f"agents {entry!r}: expected NAME=ROUTES_FILE")
+        named[name.strip()] = load_routes(path.strip())
+    for r in named.values():
+        problems = [p for t in trunks for p in check_routes_against_trunk(r, t)]
+        if problems:
+            raise ConfigError(problems[0])
+    if named and dispatch is not None:
+        for rule in dispatch:
+            unknown = [a for a in rule.agents if a not in named]
+            if unknown:
+                raise ConfigError(
+                    f"{rule.source}: room_config.agents names {unknown[0]!r}, which no "
+                    f"agents entry registers (known: {', '.join(sorted(named))})"
+                )
+            if not rule.agents and routes is None:
+                raise ConfigError(f"{rule.source}: names no agent and there is no --routes")
+    return named
+
+
 def build_app(cfg: ServeConfig, *, store: Any = None) -> App:
     """Load and check every file the configuration names; build the edge."""
     from .cli import tls_context
@@ -179,7 +250,12 @@ def build_app(cfg: ServeConfig, *, store: Any = None) -> App:
         drop_user_agents=(
             SCANNER_USER_AGENTS if cfg.drop_user_agents is None else tuple(cfg.drop_user_agents)
         ),
+        recordings=cfg.recordings,
+        record_trunks=tuple(cfg.record_trunks),
+        recording_announcement=_announcement(cfg.recording_announcement),
     )
+    if cfg.recordings is not None:
+        Path(cfg.recordings).mkdir(parents=True, exist_ok=True)
     if store is None and cfg.db:
         from .store import CallStore
 
@@ -187,20 +263,39 @@ def build_app(cfg: ServeConfig, *, store: Any = None) -> App:
         interrupted = store.mark_interrupted(time.time())
         if interrupted:
             log.warning("%d calls were interrupted by the last stop; marked as such", interrupted)
-    agent = _build_agent(cfg, routes, store)
+    named = _named_routes(cfg, trunks, dispatch, routes)
+    default_agent = _build_agent(cfg, routes, store)
+    named_agents = {name: _build_agent(cfg, r, store) for name, r in named.items()}
+
+    def routes_for(call: Call) -> Routes | None:
+        return named.get(call.agent_name or "", routes)
+
+    async def agent(call: Call) -> None:
+        # An agent per campaign, LiveKit's way: the dispatch rule names the agent.
+        factory = named_agents.get(call.agent_name or "") or default_agent
+        if factory is not None:
+            await factory(call)
 
     async def on_shutdown(call: Call) -> None:
-        if routes is not None:
-            await shutdown_handback(call, routes)
+        chosen = routes_for(call)
+        if chosen is not None:
+            await shutdown_handback(call, chosen)
 
+    result_names = tuple(
+        dict.fromkeys(
+            name
+            for r in ([routes] if routes else []) + list(named.values())
+            for name in r.result_attributes.names()
+        )
+    )
     edge = SipEdge(
         edge_cfg,
         trunks,
         dispatch,
         store=store,
-        agent=agent,
+        agent=agent if default_agent is not None or named_agents else None,
         on_shutdown_route=on_shutdown,
-        result_attributes=routes.result_attributes.names() if routes else (),
+        result_attributes=result_names,
     )
     edge.transports.tls_context = tls_context(cfg.tls_cert, cfg.tls_key)
     cfg.http_address  # noqa: B018 - a bad --http stops start-up before any socket opens

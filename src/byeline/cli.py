@@ -89,6 +89,23 @@ def _build_parser() -> argparse.ArgumentParser:
         help="extra wait after the end of a turn before answering (default 0.5)",
     )
     serve.add_argument(
+        "--agent-routes",
+        action="append",
+        default=[],
+        dest="agents",
+        metavar="NAME=ROUTES_FILE",
+        help="an agent a dispatch rule names in room_config.agents (repeatable)",
+    )
+    serve.add_argument("--recordings", help="record every call as DIR/<call id>.wav (2 channels)")
+    serve.add_argument(
+        "--record-trunk",
+        action="append",
+        default=[],
+        dest="record_trunks",
+        help="record only calls on this trunk (name or id; repeatable)",
+    )
+    serve.add_argument("--recording-announcement", help="WAV played first on recorded calls")
+    serve.add_argument(
         "--agent",
         choices=["voice", "dtmf"],
         help="voice: speech and keys (default); dtmf: the keypad menu only",
@@ -273,6 +290,10 @@ def _serve(args: argparse.Namespace) -> int:
         "answer_delay": args.answer_delay,
         "sip_t1": args.sip_t1,
         "agent": args.agent,
+        "agents": args.agents,
+        "recordings": args.recordings,
+        "record_trunks": args.record_trunks,
+        "recording_announcement": args.recording_announcement,
         "vad_sample_rate": args.vad_sample_rate,
         "vad_min_silence": args.vad_min_silence,
         "endpointing_delay": args.endpointing_delay,

@@ -44,6 +44,10 @@ class ServeConfig:
     answer_delay: float = 0.0
     sip_t1: float = 0.5
     agent: str = "voice"
+    agents: list[str] = field(default_factory=list)
+    recordings: str | None = None
+    record_trunks: list[str] = field(default_factory=list)
+    recording_announcement: str | None = None
     vad_sample_rate: int = 8000
     vad_min_silence: float = 0.55
     endpointing_delay: float = 0.5

@@ -112,6 +112,7 @@ class Call:
         self._controller = controller
         self._listeners: dict[str, list[Listener]] = {}
         self.state = CallState.RINGING
+        self.agent_name: str | None = None  # the dispatch rule's room_config.agents[0]
         self.media: RtpEndpoint | None = None
         self.result: CallResult | None = None
         self._ended: asyncio.Future[CallResult] | None = None

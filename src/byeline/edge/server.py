@@ -21,12 +21,14 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..net.ports import PortRangeExhausted, RtpPortAllocator
 from ..net.rtp import RtpEndpoint
 from ..net.sip_transport import Address, Flow, ListenSpec, SipTransports, format_address
 from ..rtp.dtmf import parse_dtmf_relay
+from ..rtp.recording import CallRecording
 from ..rtp.stream import MediaStream
 from ..sip import sdp
 from ..sip.dialog import (
@@ -120,6 +122,12 @@ class EdgeConfig:
     """Per source IP: the bucket's size (refused or challenged INVITEs in a burst)."""
     drop_user_agents: tuple[str, ...] = SCANNER_USER_AGENTS
     """Requests whose User-Agent names one of these products are dropped unanswered."""
+    recordings: str | None = None
+    """A directory: each call is recorded there as ``<call id>.wav`` (caller left, agent right)."""
+    record_trunks: tuple[str, ...] = ()
+    """Record only calls on these trunks (names or ids); empty: every call."""
+    recording_announcement: bytes | None = None
+    """8 kHz 16-bit PCM played first on recorded calls ("this call may be recorded")."""
 
 
 class SourceRateLimiter:
@@ -186,6 +194,7 @@ class CallLeg:
     late_offer: bool = False
     rtp_port: int | None = None
     media_starting: bool = False
+    recording: CallRecording | None = None
     confirmed: bool = False  # the ACK for the initial 2xx has arrived
     reinvite_offer: bool = False  # our 2xx to a re-INVITE carried the offer
     agent_task: asyncio.Task[None] | None = None
@@ -337,7 +346,7 @@ class SipEdge:
                 direction="out",
                 transport=flow.transport,
                 peer=format_address(to or flow.remote),
-                data=data,
+                data=_redacted(data),
             )
 
     def _trace_in(self, call_id: str | None, flow: Flow, data: bytes) -> None:
@@ -348,7 +357,7 @@ class SipEdge:
                 direction="in",
                 transport=flow.transport,
                 peer=flow.peer,
-                data=data,
+                data=_redacted(data),
             )
 
     def _response_target(self, request: Request, flow: Flow) -> Address | None:
@@ -768,7 +777,11 @@ class SipEdge:
             refuse(503, str(exc), [("Retry-After", "5")])
             return
 
-        media_session = sdp.MediaSession(media_ip=self.config.media_ip, media_port=rtp_port)
+        media_session = sdp.MediaSession(
+            media_ip=self.config.media_ip,
+            media_port=rtp_port,
+            policy=sdp.MediaEncryption.from_livekit(trunk.info.media_encryption),
+        )
         negotiated: sdp.Negotiated | None = None
         answer_body: bytes
         if offer is not None:
@@ -807,6 +820,8 @@ class SipEdge:
             caller=caller,
             callee=called,
         )
+        if rule is not None and rule.agents:
+            call.agent_name = rule.agents[0]  # LiveKit's agent dispatch, by name
         leg = CallLeg(
             call=call,
             invite=invite,
@@ -1021,7 +1036,9 @@ class SipEdge:
             telephone_event_pt=neg.telephone_event_pt,
             remote_address=neg.remote_rtp,
             timeout=self.config.media_timeout,
+            srtp=neg.srtp.context() if neg.srtp is not None else None,
         )
+        leg.recording = self._open_recording(leg)
         try:
             endpoint = await RtpEndpoint.open(
                 stream,
@@ -1029,6 +1046,7 @@ class SipEdge:
                 port=leg.rtp_port,
                 on_dtmf=lambda d: call.emit("dtmf", d.digit),
                 on_media_timeout=lambda: self._media_timeout(leg),
+                recorder=leg.recording,
             )
         except OSError as exc:
             log.error("%s: cannot open RTP port %s: %s", call.call_id, leg.rtp_port, exc)
@@ -1039,6 +1057,8 @@ class SipEdge:
             return
         if neg.on_hold:
             endpoint.update_remote(neg.remote_rtp, on_hold=True)
+        if leg.recording is not None and self.config.recording_announcement:
+            endpoint.play(self.config.recording_announcement)  # queued ahead of the agent
         call.media = endpoint
         self._expect_first_rtp(leg, endpoint)
         call.emit("media_ready")
@@ -1073,12 +1093,27 @@ class SipEdge:
         if not leg.call._listeners.get("media_timeout"):
             self._spawn(leg.call.hangup(ended_by=EndedBy.TIMEOUT))
 
+    def _open_recording(self, leg: CallLeg) -> CallRecording | None:
+        cfg = self.config
+        if cfg.recordings is None:
+            return None
+        if cfg.record_trunks and not {leg.trunk.id, leg.trunk.name} & set(cfg.record_trunks):
+            return None
+        try:
+            return CallRecording(Path(cfg.recordings) / f"{leg.call.call_id}.wav")
+        except OSError as exc:  # a full disk or a bad directory never stops the call
+            log.error("%s: recording not started: %s", leg.call.call_id, exc)
+            return None
+
     def _release_media(self, leg: CallLeg) -> None:
         if leg.first_rtp_timer is not None:
             leg.first_rtp_timer.cancel()
             leg.first_rtp_timer = None
         if leg.call.media is not None:
             leg.call.media.close()
+        if leg.recording is not None:
+            leg.recording.close()
+            leg.recording = None
         if leg.rtp_port is not None:
             self.ports.release(leg.rtp_port)
             leg.rtp_port = None
@@ -1185,6 +1220,7 @@ class SipEdge:
             body = negotiated.sdp
             if call.media is not None:
                 call.media.update_remote(negotiated.remote_rtp, on_hold=negotiated.on_hold)
+                _rekey(call.media.stream, negotiated)
             call.emit("hold" if negotiated.on_hold else "resume")
         elif request.method == "INVITE":
             body = leg.media_session.offer()  # offerless re-INVITE: we offer, ACK answers
@@ -1468,6 +1504,21 @@ def _branch_of(request: Request) -> str:
 
 
 _SENT_PROTOCOL = re.compile(r"\s*[^/\s]+\s*/\s*[^/\s]+\s*/\s*\S+\s+(.*)$", re.DOTALL)
+
+
+def _rekey(stream: MediaStream, negotiated: sdp.Negotiated) -> None:
+    """SRTP after a re-offer: new keys, or plain RTP again (under the ALLOW policy)."""
+    if negotiated.srtp is None:
+        stream.srtp = None
+    elif stream.srtp is None:
+        stream.srtp = negotiated.srtp.context()
+    else:
+        stream.srtp.update(negotiated.srtp)
+
+
+def _redacted(data: bytes) -> bytes:
+    """A message for the trace: SRTP keys (SDES ``a=crypto`` inline keys) never stored."""
+    return sdp.redact_keys(data) if b"a=crypto:" in data else data
 
 
 def _accepts_sdp(accept: str) -> bool:

@@ -55,6 +55,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     call.add_argument("--ivr", help="IVR flow YAML: PUTs, transfer, GETs and the Case")
     call.add_argument("--json", action="store_true", help="machine-readable output")
     call.add_argument("--rtp-ports", default="40000-49999", help="local RTP port range")
+    call.add_argument(
+        "--srtp", action="store_true", help="offer SRTP (RTP/SAVP with SDES keys, RFC 4568)"
+    )
     call.add_argument("--tls-ca", help="trust this CA or self-signed certificate (PEM) for TLS")
     call.add_argument(
         "--tls-no-verify",
@@ -227,6 +230,7 @@ def _plan(args: argparse.Namespace, flow: IvrFlow | None = None) -> CallPlan:
         voice=args.voice,
         tls_ca=Path(args.tls_ca) if args.tls_ca else None,
         tls_verify=not args.tls_no_verify,
+        srtp=args.srtp,
     )
 
 

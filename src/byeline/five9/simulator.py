@@ -116,6 +116,7 @@ class CallPlan:
     extra_headers: list[tuple[str, str]] = field(default_factory=list)
     tls_ca: Path | None = None  # trust this CA (or self-signed certificate) for TLS
     tls_verify: bool = True  # False: accept any certificate (a test bench only)
+    srtp: bool = False  # offer RTP/SAVP with SDES keys (RFC 4568)
     advertise: str | None = None
     """``host:port`` to put in Via, From and Contact instead of our own socket's address: a relay
     (or NAT) that forwards to us, so the agent's BYE crosses it as every other message does."""
@@ -149,6 +150,7 @@ class CallOutcome:
     bye_ms: float | None = None
     last_input_ms: float | None = None  # when the caller's last key or speech ended
     response_ms: float | None = None  # from then to the agent's first speech
+    srtp: bool = False  # the media was SRTP
     sip_call_id: str = ""
     rtp_received: int = 0
     rtp_lost: int = 0
@@ -186,6 +188,7 @@ class CallOutcome:
                 "lost": self.rtp_lost,
                 "jitter_ms": round(self.rtp_jitter_ms, 2),
             },
+            "srtp": self.srtp,
             "sip_call_id": self.sip_call_id,
             "error": self.error,
         }
@@ -514,7 +517,11 @@ class Five9Call:
         self._rtp_port = self._allocator.allocate(media_ip)
         offer_ip, offer_port = self._media_relay or (media_ip, self._rtp_port)
         self._offer = sdp.create_offer(
-            offer_ip, offer_port, session_id=secrets.randbelow(10**9), session_version=1
+            offer_ip,
+            offer_port,
+            session_id=secrets.randbelow(10**9),
+            session_version=1,
+            srtp=self.plan.srtp,
         )
         self._t0 = time.monotonic()
         self.outcome.sip_call_id = self._call_id
@@ -579,7 +586,9 @@ class Five9Call:
             telephone_event_pt=neg.telephone_event_pt or 101,
             remote_address=self._media_relay or neg.remote_rtp,
             timeout=3600,
+            srtp=neg.srtp.context() if neg.srtp is not None else None,
         )
+        self.outcome.srtp = neg.srtp is not None
         self._media = await RtpEndpoint.open(
             stream, self._allocator, port=self._rtp_port, on_audio=self._on_audio
         )

@@ -11,8 +11,10 @@ import asyncio
 import datetime as dt
 import json
 import math
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 from urllib.parse import urlencode
 
@@ -124,6 +126,9 @@ def parse_list_query(query: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
+_CALL_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
 def _summary(record: Any) -> dict[str, Any]:
     data: dict[str, Any] = record.to_json(trace=False)
     data.pop("attributes", None)  # the list stays small; GET /calls/{id} has them
@@ -146,6 +151,7 @@ class Api:
         app.router.add_get("/openapi.json", self.openapi)
         app.router.add_get("/calls", self.list_calls)
         app.router.add_get("/calls/{call_id}", self.get_call)
+        app.router.add_get("/calls/{call_id}/recording", self.get_recording)
         app.router.add_get("/handoff/{five9_call_id}", self.handoff)
         app.router.add_get("/live", self.live)
 
@@ -221,7 +227,25 @@ class Api:
         trunks = self.context.edge.trunks if self.context.edge is not None else None
         data["handoff"] = routing_result(record, trunks)
         data["webhooks"] = [entry.to_json() for entry in webhooks]
+        recording = self._recording_path(call_id)
+        data["recording"] = (
+            f"/calls/{call_id}/recording" if recording is not None and recording.exists() else None
+        )
         return json_response(data)
+
+    def _recording_path(self, call_id: str) -> Path | None:
+        edge = self.context.edge
+        directory = edge.config.recordings if edge is not None else None
+        if directory is None or not _CALL_ID.fullmatch(call_id):
+            return None  # never a path built from an arbitrary string
+        return Path(directory) / f"{call_id}.wav"
+
+    async def get_recording(self, request: web.Request) -> web.StreamResponse:
+        call_id = request.match_info["call_id"]
+        path = self._recording_path(call_id)
+        if path is None or not path.is_file():
+            return json_error(404, f"no recording for call {call_id!r}")
+        return web.FileResponse(path, headers={"Content-Type": "audio/wav"})
 
     async def handoff(self, request: web.Request) -> web.Response:
         five9_call_id = request.match_info["five9_call_id"]

@@ -259,6 +259,11 @@ function drawCall(call) {
   fill(document.querySelector("#attributes tbody"), Object.entries(call.attributes).sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) =>
     el("tr", { class: k.startsWith("five9.") ? "route" : "" }, el("td", {}, el("code", {}, k)), el("td", { class: "value" }, v))));
 
+  if (call.recording) {
+    document.getElementById("recording").src = call.recording;
+    document.getElementById("recording-box").hidden = false;
+  }
+
   const transcript = document.getElementById("transcript");
   transcript.replaceChildren(...call.transcript.map((line) =>
     el("li", { class: "said " + line.role }, el("span", { class: "who" }, line.role), el("span", { class: "at" }, "+" + seconds(line.at - call.started_at)), el("span", { class: "text" }, line.text))));
