@@ -81,3 +81,42 @@ async def test_dtmf_call_over_tls(tmp_path: Path) -> None:
             await place_call(plan)
     finally:
         await app.stop()
+
+
+async def test_srtp_media_over_tls_signalling(tmp_path: Path) -> None:
+    """SDES keys travel in the SDP, so SRTP goes with TLS: the two together, and the 488."""
+    cert, key = _self_signed(tmp_path)
+    trunk = Path(__file__).resolve().parents[1] / "data" / "campaigns" / "trunk-srtp.json"
+    cfg = ServeConfig(
+        trunk=[str(trunk)],
+        routes=str(EXAMPLES / "routes.yaml"),
+        sip=["tls:127.0.0.1:0"],
+        db=str(tmp_path / "calls.db"),
+        rtp_ports="34600-34700",
+        tls_cert=str(cert),
+        tls_key=str(key),
+        agent="dtmf",
+    )
+    app = build_app(cfg)
+    await app.start()
+    try:
+        target = f"127.0.0.1:{app.bound[0].port}"
+        cavs = default_call_variables(ani="+15555550123", dnis="+18005550100")
+        plan = CallPlan(
+            target=target,
+            call_variables=cavs,
+            transport="tls",
+            tls_ca=cert,
+            srtp=True,
+            actions=[Wait(0.3), Press("0")],
+            timeout=15,
+            rtp_ports=(34800, 34900),
+        )
+        outcome = await place_call(plan)
+        assert outcome.srtp and outcome.rtp_received > 0
+        assert outcome.from_iva.get("X-RouteType") == "agent_transfer"  # key 0 over SRTP
+        plan.srtp = False
+        with pytest.raises(CallFailed, match="488"):
+            await place_call(plan)
+    finally:
+        await app.stop()
