@@ -1,13 +1,24 @@
-"""Fixtures of the end-to-end suite; the harness itself is e2e_harness.py."""
+"""Fixtures shared by the suites that run ``byeline serve`` as a subprocess.
+
+The harness is ``tests/e2e/e2e_harness.py`` (SIPp, the serve subprocess, records) and the fault
+relay ``tests/faults/relay.py``; both folders are put on the import path for every suite.
+"""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_harness import Served, start_serve
+
+TESTS = Path(__file__).resolve().parent
+for _shared in (TESTS / "e2e", TESTS / "faults"):
+    if str(_shared) not in sys.path:
+        sys.path.insert(0, str(_shared))
+
+from e2e_harness import Served, start_serve  # noqa: E402
 
 
 @pytest.fixture
