@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from byeline.app import App, build_app
+from byeline.app import build_app
 from byeline.config import ServeConfig
 from byeline.five9.simulator import CallFailed, CallPlan, Press, Wait, place_call
 from byeline.five9.variables import default_call_variables
