@@ -144,6 +144,7 @@ async def run(quick: bool, extra: list[str]) -> dict[str, Any]:
         "500",
         "--log-level",
         "warning",
+        *extra,
     ]
     server = subprocess.Popen(_pin(cmd, 0), stderr=subprocess.PIPE, text=True)
     try:

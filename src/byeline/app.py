@@ -172,7 +172,13 @@ def _build_agent(cfg: ServeConfig, routes: Routes | None, store: Any) -> AgentFa
         ),
         input_sample_rate=cfg.vad_sample_rate,
         no_input_timeout=cfg.no_input_timeout,
-        session_options={"min_endpointing_delay": cfg.endpointing_delay},
+        session_options={
+            "turn_handling": {
+                # The VAD ends the caller's turn: pocketsphinx is not a streaming recogniser.
+                "turn_detection": "vad",
+                "endpointing": {"min_delay": cfg.endpointing_delay},
+            }
+        },
     )
 
     async def agent(call: Call) -> None:
