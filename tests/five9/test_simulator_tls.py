@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from byeline.app import build_app
+from byeline.app import App, build_app
 from byeline.config import ServeConfig
 from byeline.five9.simulator import CallFailed, CallPlan, Press, Wait, place_call
 from byeline.five9.variables import default_call_variables
@@ -43,10 +43,11 @@ def _self_signed(tmp: Path) -> tuple[Path, Path]:
     return cert, key
 
 
-async def test_dtmf_call_over_tls(tmp_path: Path) -> None:
+async def _tls_app(tmp_path: Path, trunk: Path) -> tuple[App, CallPlan]:
+    """byeline on a TLS listener with a self-signed certificate, and a plan that trusts it."""
     cert, key = _self_signed(tmp_path)
     cfg = ServeConfig(
-        trunk=[str(EXAMPLES / "five9-trunk.json")],
+        trunk=[str(trunk)],
         routes=str(EXAMPLES / "routes.yaml"),
         sip=["tls:127.0.0.1:0"],
         db=str(tmp_path / "calls.db"),
@@ -57,18 +58,21 @@ async def test_dtmf_call_over_tls(tmp_path: Path) -> None:
     )
     app = build_app(cfg)
     await app.start()
+    plan = CallPlan(
+        target=f"127.0.0.1:{app.bound[0].port}",
+        call_variables=default_call_variables(ani="+15555550123", dnis="+18005550100"),
+        transport="tls",
+        tls_ca=cert,
+        timeout=15,
+        rtp_ports=(34800, 34900),
+    )
+    return app, plan
+
+
+async def test_dtmf_call_over_tls(tmp_path: Path) -> None:
+    app, plan = await _tls_app(tmp_path, EXAMPLES / "five9-trunk.json")
     try:
-        target = f"127.0.0.1:{app.bound[0].port}"
-        cavs = default_call_variables(ani="+15555550123", dnis="+18005550100")
-        plan = CallPlan(
-            target=target,
-            call_variables=cavs,
-            transport="tls",
-            tls_ca=cert,
-            actions=[Wait(0.2), Press("2")],
-            timeout=15,
-            rtp_ports=(34800, 34900),
-        )
+        plan.actions = [Wait(0.2), Press("2")]
         outcome = await place_call(plan)
         assert outcome.from_iva.get("X-RouteValue") == "Sales"
         assert app.store is not None
@@ -85,33 +89,10 @@ async def test_dtmf_call_over_tls(tmp_path: Path) -> None:
 
 async def test_srtp_media_over_tls_signalling(tmp_path: Path) -> None:
     """SDES keys travel in the SDP, so SRTP goes with TLS: the two together, and the 488."""
-    cert, key = _self_signed(tmp_path)
     trunk = Path(__file__).resolve().parents[1] / "data" / "campaigns" / "trunk-srtp.json"
-    cfg = ServeConfig(
-        trunk=[str(trunk)],
-        routes=str(EXAMPLES / "routes.yaml"),
-        sip=["tls:127.0.0.1:0"],
-        db=str(tmp_path / "calls.db"),
-        rtp_ports="34600-34700",
-        tls_cert=str(cert),
-        tls_key=str(key),
-        agent="dtmf",
-    )
-    app = build_app(cfg)
-    await app.start()
+    app, plan = await _tls_app(tmp_path, trunk)
     try:
-        target = f"127.0.0.1:{app.bound[0].port}"
-        cavs = default_call_variables(ani="+15555550123", dnis="+18005550100")
-        plan = CallPlan(
-            target=target,
-            call_variables=cavs,
-            transport="tls",
-            tls_ca=cert,
-            srtp=True,
-            actions=[Wait(0.3), Press("0")],
-            timeout=15,
-            rtp_ports=(34800, 34900),
-        )
+        plan.srtp, plan.actions = True, [Wait(0.3), Press("0")]
         outcome = await place_call(plan)
         assert outcome.srtp and outcome.rtp_received > 0
         assert outcome.from_iva.get("X-RouteType") == "agent_transfer"  # key 0 over SRTP
