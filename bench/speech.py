@@ -89,7 +89,11 @@ TRAILING_MS = {wav: _trailing_silence_ms(CALLERS / wav) for wav, _ in REQUESTS}
 
 
 async def _step(port: int, calls: int, stagger: float) -> dict[str, Any]:
+    jitters: list[float] = []
+    lost = received = 0
+
     async def one(i: int) -> tuple[float | None, bool, str | None]:
+        nonlocal lost, received
         wav, want = REQUESTS[i % len(REQUESTS)]
         ani = f"+1555{i:07d}"
         plan = CallPlan(
@@ -106,6 +110,10 @@ async def _step(port: int, calls: int, stagger: float) -> dict[str, Any]:
         except CallFailed as exc:
             return None, False, str(exc)
         routed = outcome.from_iva.get("X-RouteValue") == want
+        # The agent's RTP as the caller hears it: speech work must not stall the media loop.
+        jitters.append(outcome.rtp_jitter_ms)
+        lost += outcome.rtp_lost
+        received += outcome.rtp_received
         # From the end of the voice, not of the file: the recordings end in silence.
         response = outcome.response_ms
         if response is not None:
@@ -119,6 +127,8 @@ async def _step(port: int, calls: int, stagger: float) -> dict[str, Any]:
         "response_ms": percentiles(latencies),
         "measured": len(latencies),
         "routed_right": sum(1 for r in results if r[1]),
+        "caller_rtp_jitter_ms": percentiles(jitters),
+        "caller_rtp_loss_pct": round(100 * lost / (lost + received), 3) if received else None,
         "errors": sorted({r[2] for r in results if r[2]})[:5],
     }
 
@@ -172,7 +182,9 @@ async def run(quick: bool, extra: list[str]) -> dict[str, Any]:
             print(
                 f"{n:3d} concurrent spoken calls: response p50 {step['response_ms']['p50']} ms"
                 f"  p95 {p95} ms  routed {step['routed_right']}/{n}"
-                f"  server CPU {step['server_cpu_pct']} %  {'ok' if ok else 'over'}",
+                f"  server CPU {step['server_cpu_pct']} %"
+                f"  agent RTP jitter p99 {step['caller_rtp_jitter_ms']['p99']} ms"
+                f" loss {step['caller_rtp_loss_pct']} %  {'ok' if ok else 'over'}",
                 flush=True,
             )
             # Every step runs (bounded) so the report shows the curve; "held" is the last N
