@@ -239,8 +239,21 @@ class IntentLLM(llm.LLM[None]):
             if attempts >= self.routes.max_attempts and can_hand_back:
                 return IntentReply(route=self.routes.fallback, intent=intent)
             return IntentReply(text=f"{sorry} {greeting}")
-        found = self.match(last.text_content or "")
+        said = last.text_content or ""
+        if self.routes.confirm:
+            asked = _confirming(items[:last_index], self.routes)
+            if asked is not None:
+                answer = _yes_or_no(said)
+                if answer is True and can_hand_back:
+                    return IntentReply(route=asked, intent=asked.name, confidence=1.0)
+                if answer is False:
+                    if attempts >= self.routes.max_attempts and can_hand_back:
+                        return IntentReply(route=self.routes.fallback, intent="not_confirmed")
+                    return IntentReply(text=f"Sorry about that. {greeting}")
+        found = self.match(said)
         if found.route is not None and found.confidence >= self.threshold and can_hand_back:
+            if self.routes.confirm:
+                return IntentReply(text=confirm_question(found.route))
             return IntentReply(
                 route=found.route, intent=found.route.name, confidence=found.confidence
             )
@@ -305,6 +318,34 @@ class _IntentStream(llm.LLMStream):
         else:
             delta = ChoiceDelta(role="assistant", content=answer.text)
         self._event_ch.send_nowait(ChatChunk(id=request_id, delta=delta))
+
+
+_CONFIRM = re.compile(r"^Just to confirm: (?P<name>.+?)\. Is that right\?$")
+_YES = frozenset({"yes", "yeah", "yep", "yup", "right", "correct", "sure", "ok", "okay", "please"})
+_NO = frozenset({"no", "nope", "wrong", "not", "nah", "incorrect"})
+
+
+def confirm_question(route: Route) -> str:
+    """What the agent asks before handing back on ``route`` (``confirm: true``)."""
+    return f"Just to confirm: {route.name}. Is that right?"
+
+
+def _confirming(items: list[Any], routes: Routes) -> Route | None:
+    """The route the agent's last message asked the caller to confirm, if it was a question."""
+    for item in reversed(items):
+        if item.type == "message" and item.role == "assistant":
+            m = _CONFIRM.match((item.text_content or "").strip())
+            return routes.by_name(m.group("name")) if m else None
+    return None
+
+
+def _yes_or_no(text: str) -> bool | None:
+    words = set(re.findall(r"[a-z']+", text.lower()))
+    if words & _NO:
+        return False
+    if words & _YES:
+        return True
+    return None
 
 
 def _say_exactly(output: str) -> str:

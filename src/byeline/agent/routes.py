@@ -147,6 +147,8 @@ class Routes:
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     result_attributes: ResultAttributes = field(default_factory=ResultAttributes)
     source: str = "<memory>"
+    confirm: bool = False
+    """Ask "is that right?" before handing back on a spoken intent (keys need no confirming)."""
 
     def by_dtmf(self, digit: str) -> Route | None:
         """The route chosen by this DTMF digit, if any."""
@@ -173,6 +175,7 @@ _TOP_KEYS = frozenset(
         "on_shutdown",
         "no_input_timeout",
         "max_attempts",
+        "confirm",
     }
 )
 _ROUTE_KEYS = frozenset({"name", "dtmf", "phrases", "type", "value", "reason", "goodbye", "prompt"})
@@ -448,6 +451,10 @@ def parse_routes(data: Any, *, source: str = "<memory>", base: Path | None = Non
 
     timeout = _number(c, top, "no_input_timeout", DEFAULT_NO_INPUT_TIMEOUT, integer=False)
     attempts = int(_number(c, top, "max_attempts", DEFAULT_MAX_ATTEMPTS, integer=True))
+    confirm = top.get("confirm", False)
+    if not isinstance(confirm, bool):
+        c.add("confirm", f"must be true or false; got {_kind(confirm)}")
+        confirm = False
 
     if c.problems or greeting is None or fallback is None or on_shutdown is None:
         raise RoutesFileError(c.problems or [f"{source}: invalid routes file"])
@@ -460,6 +467,7 @@ def parse_routes(data: Any, *, source: str = "<memory>", base: Path | None = Non
         max_attempts=attempts,
         result_attributes=result,
         source=source,
+        confirm=confirm,
     )
 
 
