@@ -359,3 +359,21 @@ def test_refused_explicit_keeps_mapped_value() -> None:
     headers, refusals = merge_headers([("X-A", "good")], [("X-A", "bad\r\n")])
     assert headers == [("X-A", "good")]
     assert refusals == [HeaderRefusal("X-A", "value contains CR")]
+
+
+def test_keys_pressed_before_the_agent_listens_are_kept() -> None:
+    """A key that arrives before the agent subscribes (RTP ahead of the ACK) is not lost."""
+    from byeline.edge.call import Call
+    from byeline.edge.server import EdgeConfig, SipEdge
+    from byeline.edge.trunk import TrunkSet, load_trunk
+
+    examples = Path(__file__).resolve().parents[2] / "src" / "byeline" / "examples"
+    edge = SipEdge(EdgeConfig(), TrunkSet([load_trunk(examples / "five9-trunk.json")]))
+    call = Call(call_id="SCL_k", identity="sip_1", attributes={}, controller=edge)
+    call.emit("dtmf", "1")
+    call.emit("dtmf", "2")
+    heard: list[str] = []
+    call.on("dtmf", heard.append)
+    assert heard == ["1", "2"]
+    call.emit("dtmf", "3")
+    assert heard == ["1", "2", "3"]

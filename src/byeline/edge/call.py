@@ -111,6 +111,7 @@ class Call:
         self._attributes: dict[str, str] = dict(attributes)
         self._controller = controller
         self._listeners: dict[str, list[Listener]] = {}
+        self._early_keys: list[str] = []
         self.state = CallState.RINGING
         self.agent_name: str | None = None  # the dispatch rule's room_config.agents[0]
         self.media: RtpEndpoint | None = None
@@ -144,8 +145,17 @@ class Call:
     # -- events ----------------------------------------------------------------------
 
     def on(self, event: str, listener: Listener) -> None:
-        """Register a listener: answered, dtmf, caller_hangup, media_timeout, ended..."""
+        """Register a listener: answered, dtmf, caller_hangup, media_timeout, ended...
+
+        Keys pressed before anyone listened for ``dtmf`` are kept and given to the first
+        ``dtmf`` listener, in order: under load the caller's first key can arrive (on the
+        RTP socket) before the agent has started (on the ACK, from the SIP socket).
+        """
         self._listeners.setdefault(event, []).append(listener)
+        if event == "dtmf" and self._early_keys:
+            keys, self._early_keys = self._early_keys, []
+            for digit in keys:
+                self.emit("dtmf", digit)
 
     def off(self, event: str, listener: Listener) -> None:
         """Remove a listener."""
@@ -154,6 +164,9 @@ class Call:
 
     def emit(self, event: str, *args: Any) -> None:
         """Call the listeners of ``event``; a failing listener is logged, never raised."""
+        if event == "dtmf" and not self._listeners.get("dtmf") and len(self._early_keys) < 32:
+            self._early_keys.extend(str(a) for a in args)
+            return
         for listener in list(self._listeners.get(event, ())):
             try:
                 listener(*args)
