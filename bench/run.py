@@ -587,6 +587,32 @@ def _short(frame: str) -> str:
     return f"{name} ({short})"
 
 
+def _pyspy_record(pyspy: str, pid: int, seconds: float, raw: Path) -> None:
+    """Sample ``pid`` with py-spy (GIL holders only, 250 Hz) from the load core, to ``raw``."""
+    subprocess.run(
+        [
+            "taskset",
+            "-c",
+            LOAD_CORE,
+            pyspy,
+            "record",
+            "-p",
+            str(pid),
+            "-d",
+            str(int(seconds)),
+            "-r",
+            "250",
+            "-f",
+            "raw",
+            "-o",
+            str(raw),
+            "--gil",
+        ],
+        capture_output=True,
+        timeout=seconds + 30,
+    )
+
+
 def profile_signalling(pyspy: str, work: Path, rate: int, seconds: float) -> dict[str, Any]:
     step_dir = Path(tempfile.mkdtemp(prefix="profile-sig-", dir=work))
     port = 15040
@@ -622,28 +648,7 @@ def profile_signalling(pyspy: str, work: Path, rate: int, seconds: float) -> dic
     raw = step_dir / "sig.folded"
     try:
         time.sleep(1.5)
-        subprocess.run(
-            [
-                "taskset",
-                "-c",
-                LOAD_CORE,
-                pyspy,
-                "record",
-                "-p",
-                str(server.pid),
-                "-d",
-                str(int(seconds)),
-                "-r",
-                "250",
-                "-f",
-                "raw",
-                "-o",
-                str(raw),
-                "--gil",
-            ],
-            capture_output=True,
-            timeout=seconds + 30,
-        )
+        _pyspy_record(pyspy, server.pid, seconds, raw)
     finally:
         uac.wait(seconds + 30) if uac.poll() is None else None
         server.stop()
@@ -677,28 +682,7 @@ def profile_media(pyspy: str, work: Path, calls: int, seconds: float) -> dict[st
     raw = step_dir / "media.folded"
     try:
         time.sleep(calls / 200 + 4.5)
-        subprocess.run(
-            [
-                "taskset",
-                "-c",
-                LOAD_CORE,
-                pyspy,
-                "record",
-                "-p",
-                str(server.pid),
-                "-d",
-                str(int(seconds)),
-                "-r",
-                "250",
-                "-f",
-                "raw",
-                "-o",
-                str(raw),
-                "--gil",
-            ],
-            capture_output=True,
-            timeout=seconds + 30,
-        )
+        _pyspy_record(pyspy, server.pid, seconds, raw)
     finally:
         try:
             gen.wait(seconds + calls / 100 + 30)

@@ -21,8 +21,10 @@ import contextlib
 import itertools
 import os
 import re
+import shutil
 import signal
 import socket
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -344,3 +346,37 @@ def header(message: str, name: str) -> str | None:
         if sep and key.strip().lower() == name.lower():
             return value.strip()
     return None
+
+
+def self_signed(directory: Path, name: str = "localhost") -> tuple[Path, Path]:
+    """A self-signed certificate and key for 127.0.0.1 (``openssl`` CLI), as PEM files."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("no openssl CLI")
+    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
+    subprocess.run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            f"/CN={name}",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return cert, key

@@ -8,14 +8,11 @@ self-signed certificate made with the openssl CLI, OPTIONS over TLS, 200.
 from __future__ import annotations
 
 import asyncio
-import shutil
 import ssl
-import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
-from e2e_harness import sipp, trace_lines, why
+from e2e_harness import self_signed, sipp, trace_lines, why
 
 
 async def test_tcp_dtmf_call(serve: Any, tmp_path: Path) -> None:
@@ -61,39 +58,8 @@ async def test_ipv6_dtmf_call(serve: Any, tmp_path: Path) -> None:
     assert b"[::1]" in ok.raw  # Contact
 
 
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("no openssl CLI")
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        [
-            openssl,
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1,DNS:localhost",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=30,
-    )
-    return cert, key
-
-
 async def test_tls_options(serve: Any, tmp_path: Path) -> None:
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path)
     server = await serve("--tls-cert", str(cert), "--tls-key", str(key), transport="tls")
     ctx = ssl.create_default_context(cafile=str(cert))
     reader, writer = await asyncio.wait_for(

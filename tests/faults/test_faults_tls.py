@@ -12,41 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from e2e_harness import self_signed
 
 from byeline.cli import reload_tls_context, tls_context
-
-
-def _certificate(directory: Path, name: str) -> tuple[Path, Path]:
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("no openssl CLI")
-    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
-    subprocess.run(
-        [
-            openssl,
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            f"/CN={name}",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=30,
-    )
-    return cert, key
 
 
 async def _served_cn(port: int, *, maximum: ssl.TLSVersion | None = None) -> str:
@@ -74,19 +42,19 @@ async def _served_cn(port: int, *, maximum: ssl.TLSVersion | None = None) -> str
 
 
 def test_server_context_refuses_below_tls_1_2(tmp_path: Path) -> None:
-    cert, key = _certificate(tmp_path, "edge")
+    cert, key = self_signed(tmp_path, "edge")
     ctx = tls_context(str(cert), str(key))
     assert ctx is not None
     assert ctx.minimum_version >= ssl.TLSVersion.TLSv1_2
     # A pair that does not load leaves the live context as it was.
-    other_cert, _ = _certificate(tmp_path, "other")
+    other_cert, _ = self_signed(tmp_path, "other")
     assert not reload_tls_context(ctx, str(other_cert), str(key))  # key of another cert
 
 
 @pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1_1 is deprecated:DeprecationWarning")
-async def test_sighup_reloads_the_certificate(serve: Any, tmp_path: Path) -> None:
-    first_cert, first_key = _certificate(tmp_path, "first")
-    second_cert, second_key = _certificate(tmp_path, "second")
+async def test_sighup_reloads_theself_signed(serve: Any, tmp_path: Path) -> None:
+    first_cert, first_key = self_signed(tmp_path, "first")
+    second_cert, second_key = self_signed(tmp_path, "second")
     live_cert, live_key = tmp_path / "live.crt", tmp_path / "live.key"
     shutil.copy(first_cert, live_cert)
     shutil.copy(first_key, live_key)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
+from e2e_harness import self_signed
 
 from byeline.app import App, build_app
 from byeline.config import ServeConfig
@@ -15,37 +15,9 @@ from byeline.five9.variables import default_call_variables
 EXAMPLES = Path(__file__).resolve().parents[2] / "src" / "byeline" / "examples"
 
 
-def _self_signed(tmp: Path) -> tuple[Path, Path]:
-    cert, key = tmp / "cert.pem", tmp / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1,DNS:localhost",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    return cert, key
-
-
 async def _tls_app(tmp_path: Path, trunk: Path) -> tuple[App, CallPlan]:
     """byeline on a TLS listener with a self-signed certificate, and a plan that trusts it."""
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path)
     cfg = ServeConfig(
         trunk=[str(trunk)],
         routes=str(EXAMPLES / "routes.yaml"),
