@@ -147,28 +147,6 @@ async def _prompt_frames(pcm: bytes) -> AsyncIterator[rtc.AudioFrame]:
         yield rtc.AudioFrame(chunk, CALL_SAMPLE_RATE, 1, len(chunk) // 2)
 
 
-class EarlyKeys:
-    """Keys pressed before the agent is listening (the session takes a moment to start).
-
-    Registered on the call first thing, so a caller who presses a key right after
-    the answer is not ignored; the agent takes them over when it starts.
-    """
-
-    def __init__(self, call: Call) -> None:
-        self.call = call
-        self.keys: list[str] = []
-        call.on("dtmf", self._on_key)
-
-    def _on_key(self, digit: str) -> None:
-        self.keys.append(digit)
-
-    def stop(self) -> list[str]:
-        """Stop buffering; the keys pressed so far."""
-        self.call.off("dtmf", self._on_key)
-        keys, self.keys = self.keys, []
-        return keys
-
-
 class RoutingAgent(Agent):
     """Greet, listen to speech and keys, reprompt, and hand the call back on a route."""
 
@@ -179,7 +157,6 @@ class RoutingAgent(Agent):
         no_input_timeout: float | None = None,
         instructions: str | None = None,
         on_transcript: Callable[[TranscriptLine], None] | None = None,
-        early_keys: EarlyKeys | None = None,
     ) -> None:
         routes = state.routes
         super().__init__(
@@ -192,7 +169,6 @@ class RoutingAgent(Agent):
             no_input_timeout if no_input_timeout is not None else routes.no_input_timeout
         )
         self._on_transcript = on_transcript
-        self._early_keys = early_keys
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._session_listeners: list[tuple[EventTypes, Callable[..., Any]]] = []
@@ -221,12 +197,8 @@ class RoutingAgent(Agent):
         for name, fn in call_events:
             call.on(name, fn)
             self._call_listeners.append((name, fn))
-        if self._early_keys is not None:
-            # Keys pressed while the session was starting: handled now, in order.
-            for digit in self._early_keys.stop():
-                self._spawn(self.on_key(digit))
-            if self.state.decision is not None:
-                return
+        # Keys pressed while the session was starting were kept by the Call and reached the
+        # dtmf listener above as it was registered, in order.
         audio: AsyncIterator[rtc.AudioFrame] | None = None
         prompt = self.routes.greeting.prompt
         if prompt is not None:
@@ -437,11 +409,9 @@ class VoiceAgentRunner:
 
     async def __call__(self, call: Call) -> None:
         """Run the agent on ``call`` until it is handed back or the caller hangs up."""
-        early_keys = EarlyKeys(call)
         media = await self._wait_media(call)
         state = HandbackContext(call=call, routes=self.routes)
         if media is None:
-            early_keys.stop()
             if not call.ended:  # answered, but no media to talk on: back to Five9 at once
                 state.decide(self.routes.fallback, intent="no_media", input_mode=InputMode.NONE)
                 await state.hand_back(ended_by=EndedBy.ERROR, play_goodbye=False)
@@ -470,7 +440,6 @@ class VoiceAgentRunner:
             state,
             no_input_timeout=self.no_input_timeout,
             on_transcript=on_transcript,
-            early_keys=early_keys,
         )
         closed = asyncio.get_running_loop().create_future()
 
@@ -497,7 +466,6 @@ class VoiceAgentRunner:
                 state.hand_back(ended_by=ended_by)
                 await state.wait_handed_back()
         finally:
-            early_keys.stop()
             self.contexts.pop(call.call_id, None)
             agent.close()
             await session.aclose()
