@@ -137,6 +137,9 @@ async def test_recording_two_channels_and_api(tmp_path: Path) -> None:
         async with aiohttp.ClientSession(headers={"Authorization": "Bearer t0ken"}) as http:
             async with http.get(f"{url}/calls/{call_id}") as resp:
                 assert (await resp.json())["recording"] == f"/calls/{call_id}/recording"
+            async with http.get(f"{url}/calls?limit=1") as resp:  # listed with the calls
+                listed = (await resp.json())["calls"][0]
+                assert listed["recording"] == f"/calls/{call_id}/recording"
             async with http.get(f"{url}/calls/{call_id}/recording") as resp:
                 assert resp.status == 200 and (await resp.read())[:4] == b"RIFF"
             async with http.get(f"{url}/calls/..%2F..%2Fetc%2Fpasswd/recording") as resp:

@@ -207,7 +207,7 @@ class Api:
             following = f"/calls?{urlencode(query)}"
         return json_response(
             {
-                "calls": [_summary(record) for record in records],
+                "calls": [self._with_recording(_summary(record)) for record in records],
                 "total": total,
                 "limit": limit,
                 "offset": offset,
@@ -227,11 +227,17 @@ class Api:
         trunks = self.context.edge.trunks if self.context.edge is not None else None
         data["handoff"] = routing_result(record, trunks)
         data["webhooks"] = [entry.to_json() for entry in webhooks]
-        recording = self._recording_path(call_id)
-        data["recording"] = (
-            f"/calls/{call_id}/recording" if recording is not None and recording.exists() else None
-        )
+        data["recording"] = self._recording_url(call_id)
         return json_response(data)
+
+    def _recording_url(self, call_id: str) -> str | None:
+        """The download path of the call's recording, when there is one."""
+        path = self._recording_path(call_id)
+        return f"/calls/{call_id}/recording" if path is not None and path.exists() else None
+
+    def _with_recording(self, data: dict[str, Any]) -> dict[str, Any]:
+        data["recording"] = self._recording_url(str(data["call_id"]))
+        return data
 
     def _recording_path(self, call_id: str) -> Path | None:
         edge = self.context.edge
