@@ -41,7 +41,7 @@ from livekit.agents.voice.room_io import RoomOptions
 from ..agent.handback import HandbackContext
 from ..agent.intent_llm import IntentLLM
 from ..agent.routes import Routes, load_routes
-from ..agent.routing_agent import EarlyKeys, RoutingAgent
+from ..agent.routing_agent import RoutingAgent
 from ..edge.call import Call, EndedBy
 from ..edge.trunk import Trunk, load_trunk
 from .call_handle import LiveKitRoomApi, LiveKitSipLeg, sip_participant_call
@@ -156,7 +156,6 @@ async def run_routing_session(
     The same steps as :class:`~byeline.agent.routing_agent.VoiceAgentRunner` on the edge;
     only the audio differs (LiveKit's room IO linked to the SIP participant).
     """
-    early_keys = EarlyKeys(call)
     state = HandbackContext(call=call, routes=routes)
     session: AgentSession[HandbackContext] = AgentSession(
         stt=stt,
@@ -166,7 +165,7 @@ async def run_routing_session(
         userdata=state,
         user_away_timeout=None,  # the agent's own no-input timer does this job
     )
-    agent = RoutingAgent(state, no_input_timeout=no_input_timeout, early_keys=early_keys)
+    agent = RoutingAgent(state, no_input_timeout=no_input_timeout)
     closed: asyncio.Future[CloseEvent] = asyncio.get_running_loop().create_future()
 
     def on_close(ev: CloseEvent) -> None:
@@ -198,7 +197,6 @@ async def run_routing_session(
             state.hand_back(ended_by=ended_by)
             await state.wait_handed_back()
     finally:
-        early_keys.stop()
         agent.close()
         await session.aclose()
     return state
