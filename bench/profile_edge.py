@@ -2,7 +2,7 @@
 
 INVITE (Five9 headers, SDP) → 200 → ACK → BYE → 200 through ``SipEdge.receive``
 for N calls, with a flow that discards what it sends: CPU per call and the
-hottest functions.  Run: ``.venv/bin/python bench/profile_edge.py [N]``.
+hottest functions.  Run: ``.venv/bin/python bench/profile_edge.py [N] [--no-profile]``.
 """
 
 from __future__ import annotations
@@ -59,7 +59,8 @@ async def run(calls: int) -> None:
     flow = Flow("UDP", ("127.0.0.1", 5060), ("127.0.0.1", 5090), lambda data, to: sent.append(data))
     profiler = cProfile.Profile()
     t0 = time.process_time()
-    profiler.enable()
+    if PROFILE:
+        profiler.enable()
     for n in range(calls):
         sent.clear()
         edge.receive(INVITE.format(n=n, len=len(SDP), sdp=SDP).encode(), flow)
@@ -75,9 +76,13 @@ async def run(calls: int) -> None:
         f"{calls} calls: {1000 * cpu / calls:.3f} ms CPU per call "
         f"(INVITE, 100, 180, 200, ACK, BYE, 200 and the media endpoint)"
     )
-    pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
-    pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+    if PROFILE:
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
 
+
+PROFILE = "--no-profile" not in sys.argv
 
 if __name__ == "__main__":
-    asyncio.run(run(int(sys.argv[1]) if len(sys.argv) > 1 else 2000))
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    asyncio.run(run(int(args[0]) if args else 2000))
