@@ -2,7 +2,8 @@
 
 INVITE (Five9 headers, SDP) → 200 → ACK → BYE → 200 through ``SipEdge.receive``
 for N calls, with a flow that discards what it sends: CPU per call and the
-hottest functions.  Run: ``.venv/bin/python bench/profile_edge.py [N] [--no-profile]``.
+hottest functions.  Run:
+``.venv/bin/python bench/profile_edge.py [N] [--no-profile] [--asyncio] [--default-gc]``.
 """
 
 from __future__ import annotations
@@ -85,4 +86,12 @@ PROFILE = "--no-profile" not in sys.argv
 
 if __name__ == "__main__":
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    if "--asyncio" not in sys.argv:  # byeline serve runs on uvloop
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    if "--default-gc" not in sys.argv:  # as byeline serve does once started
+        from byeline.cli import settle_heap
+
+        settle_heap()
     asyncio.run(run(int(args[0]) if args else 2000))

@@ -58,6 +58,10 @@ PRIORITY = (
 SERVICE = "+18005550100"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 RAMP = [50, 100, 200, 400, 800, 1600, 3200, 6400]
+# Where each UAS's ramp starts: well below what it sustained in earlier runs (byeline and sippy
+# several hundred calls/s, SIPp's UAS thousands), so the steps go to the part that decides.
+RAMP_START = {"byeline": 200, "sippy": 200, "sipp-uas": 800}
+REPEATS = 2  # extra steps at the confirmed rate, for the spread of one rate's figures
 T0 = time.monotonic()
 
 
@@ -416,6 +420,14 @@ def sipp_step(
     return result
 
 
+def spread(values: list[float | None]) -> dict[str, float] | None:
+    """min, median and max of the values that were measured."""
+    known = sorted(v for v in values if v is not None)
+    if not known:
+        return None
+    return {"min": known[0], "median": known[len(known) // 2], "max": known[-1]}
+
+
 def search_rate(
     kind: str,
     work: Path,
@@ -444,7 +456,7 @@ def search_rate(
         return bool(result["ok"])
 
     good, bad = 0, None
-    for rate in RAMP:
+    for rate in [r for r in RAMP if r >= RAMP_START.get(kind, RAMP[0])]:
         if time.monotonic() - began > budget:
             break
         if run(rate, ramp_s, "ramp"):
@@ -474,8 +486,18 @@ def search_rate(
         if not confirmed:
             unconfirmed = good  # held for the ramp step only; reported as such
     at_max = next((s for s in reversed(steps) if s["ok"] and s["rate"] == confirmed), None)
+    if confirmed and confirm_s > ramp_s:
+        for _ in range(REPEATS):
+            run(confirmed, ramp_s, "repeat")
+    at_rate = [s for s in steps if s["rate"] == confirmed and s["phase"] in ("confirm", "repeat")]
     limited = [s for s in steps if s["uac_limited"]]
     return {
+        "spread_at_max": {
+            "steps": len(at_rate),
+            "passed": sum(1 for s in at_rate if s["ok"]),
+            "cpu_ms_per_call": spread([s["server_cpu_ms_per_call"] for s in at_rate]),
+            "invite_200_p99_ms": spread([s["invite_200_p99_ms"] for s in at_rate]),
+        },
         "uas": kind,
         "max_cps": confirmed,
         "best_short_step_cps": unconfirmed if unconfirmed else good,
@@ -767,6 +789,14 @@ def print_table(report: dict[str, Any]) -> None:
             f"{m.get('server_cpu_ms_per_call')!s:>13}{m.get('invite_200_p99_ms')!s:>12}"
             f"{m.get('server_rss_mb')!s:>8}  {', '.join(note)}"
         )
+        sp = s.get("spread_at_max") or {}
+        if sp.get("cpu_ms_per_call"):
+            c, p = sp["cpu_ms_per_call"], sp.get("invite_200_p99_ms") or {}
+            print(
+                f"{'':<10}at {s['max_cps']}/s, {sp['passed']}/{sp['steps']} steps passed; "
+                f"cpu ms/call min/median/max {c['min']}/{c['median']}/{c['max']}; "
+                f"p99 200 ms {p.get('min')}/{p.get('median')}/{p.get('max')}"
+            )
     r = report.get("ratios", {})
     print(
         f"ratios: byeline/sippy = {r.get('byeline_over_sippy')}, "
@@ -815,6 +845,12 @@ def main() -> int:
         metavar="REF",
         help="measure byeline as committed at REF (e.g. HEAD) instead of the working tree",
     )
+    parser.add_argument(
+        "--step",
+        type=int,
+        metavar="RATE",
+        help="one signalling step at RATE calls/s per --uas (10 s; 5 s with --quick), then stop",
+    )
     args = parser.parse_args()
     for tool in ("sipp", "taskset"):
         if shutil.which(tool) is None:
@@ -831,9 +867,7 @@ def main() -> int:
         "ramp_s": 5.0 if quick else 10.0,
         "confirm_s": 5.0 if quick else 20.0,
         "bisect": 0 if quick else 2,
-        "media_steps": [50, 200]
-        if quick
-        else [50, 100, 200, 400, 600, 800, 1000, 1200, 1400, 1700],
+        "media_steps": [50, 200] if quick else [100, 300, 600, 900, 1200, 1500, 1800],
         "media_hold_s": 5.0 if quick else 10.0,
         "hold_ms": args.hold_ms,
     }
@@ -845,6 +879,13 @@ def main() -> int:
     else:
         report["environment"]["measured"] = "working tree"
     log(f"measuring byeline from the {report['environment']['measured']}")
+    if args.step:
+        for kind in [k for k in args.uas.split(",") if k]:
+            step = sipp_step(kind, args.step, mode["ramp_s"], work, args.hold_ms)
+            keys = ("ok", "why", "server_cpu_ms_per_call", "server_cpu_pct", "server_rss_mb")
+            print(kind, json.dumps({k: step.get(k) for k in keys}))
+        shutil.rmtree(work, ignore_errors=True)
+        return 0
     try:
         if args.only in ("all", "signalling"):
             report["signalling"] = {}
