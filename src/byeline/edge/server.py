@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sipmessage import URI
+
 from ..net.ports import PortRangeExhausted, RtpPortAllocator
 from ..net.rtp import RtpEndpoint
 from ..net.sip_transport import Address, Flow, ListenSpec, SipTransports, format_address
@@ -555,11 +557,7 @@ class SipEdge:
             new_top += f";received={flow.remote[0]}"
         if new_top == top:
             return
-        rebuilt = first_line.replace(top, new_top, 1)
-        request.headers.remove("Via")
-        request.headers.add("Via", rebuilt)
-        for v in vias[1:]:
-            request.headers.add("Via", v)
+        request.headers.replace_first("Via", first_line.replace(top, new_top, 1))
 
     def _receive_request(self, request: Request, flow: Flow, data: bytes) -> None:
         via_ok = True
@@ -679,8 +677,11 @@ class SipEdge:
         txn = ServerInviteTransaction(invite, reliable=flow.reliable, config=self.config.timers)
         self._server_txns[key] = (txn, flow)
         to = self._response_target(invite, flow)
-        trying = make_response(invite, 100, headers=[("Server", self.config.user_agent)])
-        self._run_server(txn, flow, txn.respond(trying, self._now()), None, to)
+        if self.config.answer_delay > 0 and not self.config.ringing:
+            # §17.2.1: 100 Trying only when no other response goes out at once; otherwise the
+            # 180, the 200 or the refusal below leaves before this INVITE's handling returns.
+            trying = make_response(invite, 100, headers=[("Server", self.config.user_agent)])
+            self._run_server(txn, flow, txn.respond(trying, self._now()), None, to)
 
         def refuse(status: int, why: str, headers: list[tuple[str, str]] | None = None) -> None:
             self.stats["rejected"] += 1
@@ -924,9 +925,11 @@ class SipEdge:
         response.headers.add("Content-Type", "application/sdp")
         to = self._response_target(leg.invite, leg.flow)
         now = self._now()
-        self._run_server(leg.txn, leg.flow, leg.txn.respond(response, now), call.call_id, to)
+        outputs = leg.txn.respond(response, now)
+        self._run_server(leg.txn, leg.flow, outputs, call.call_id, to)
         leg.dialog = Dialog.from_invite(leg.invite, leg.local_tag)
-        leg.retransmitter = AnswerRetransmitter(response.serialize(), now, self.config.timers)
+        sent = next(out.data for out in outputs if isinstance(out, Transmit))  # serialised once
+        leg.retransmitter = AnswerRetransmitter(sent, now, self.config.timers)
         self._schedule(
             leg.retransmitter, leg.retransmitter.deadline, lambda: self._retransmit_answer(leg)
         )
@@ -1596,23 +1599,33 @@ def _uri_address(uri: str, flow: Flow) -> Address:
     return (host, parsed.port or (5061 if parsed.scheme == "sips" else 5060))
 
 
+def _address_uri(value: str) -> URI:
+    """The URI of a From/To value (ValueError if it does not parse).
+
+    A name-addr is parsed without the header parameters after ``>``: they do not change the URI,
+    and without the tag (new on every call) the parse is a cache hit for every call of a trunk.
+    """
+    gt = value.rfind(">")
+    return parse_address(value[: gt + 1] if gt >= 0 else value).uri
+
+
 def _from_user(request: Request) -> str | None:
     try:
-        return parse_address(request.headers.get("From") or "").uri.user
+        return _address_uri(request.headers.get("From") or "").user
     except ValueError:
         return None
 
 
 def _from_host(request: Request) -> str:
     try:
-        return parse_address(request.headers.get("From") or "").uri.host
+        return _address_uri(request.headers.get("From") or "").host
     except ValueError:
         return ""
 
 
 def _to_user(request: Request) -> str | None:
     try:
-        return parse_address(request.headers.get("To") or "").uri.user
+        return _address_uri(request.headers.get("To") or "").user
     except ValueError:
         return None
 

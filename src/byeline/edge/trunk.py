@@ -31,6 +31,7 @@ byeline accepts is always accepted by LiveKit.
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import ipaddress
 import json
@@ -836,7 +837,7 @@ class TrunkSet:
         CALLER_NOT_ALLOWED (403) when a trunk for the called number exists but refused this
         call, else NO_TRUNK (404).
         """
-        ip = ipaddress.ip_address(source_ip)
+        ip = _ip(source_ip)
         called_norm = normalize_number(called_number)
         specific: Trunk | None = None
         defaults: list[Trunk] = []
@@ -889,11 +890,18 @@ class TrunkSet:
         )
 
 
+@functools.lru_cache(maxsize=4096)
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """``ipaddress.ip_address``, cached: a trunk sees the same few peers for every call."""
+    return ipaddress.ip_address(text)
+
+
+@functools.lru_cache(maxsize=4096)
 def _address_matches(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, mask: str) -> bool:
     # matchAddrMask: an entry without "/" is an exact address, otherwise a prefix.
     try:
         if "/" not in mask:
-            return ip == ipaddress.ip_address(mask)
+            return ip == _ip(mask)
         return ip in ipaddress.ip_network(mask, strict=False)
     except ValueError:
         return False

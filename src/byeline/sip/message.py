@@ -14,6 +14,7 @@ import functools
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import cast
 
 from sipmessage import URI, Address, Via
 
@@ -141,6 +142,7 @@ def split_header_values(value: str) -> list[str]:
 
 
 _LINE_BREAK = re.compile(r"[\r\n]")
+_TOKEN_NAMES: set[str] = set()  # header names already checked to be tokens
 
 # Linear white space is SP and HTAB only (RFC 3261 §25.1).  A bare ``str.strip()`` would also
 # eat U+00A0, U+0085, U+2028 and the other Unicode spaces at the ends of a value, so the value
@@ -150,10 +152,28 @@ _TAG = re.compile(r";\s*tag\s*=\s*([^;,\s>]+)", re.IGNORECASE)
 _PARAM_BRANCH = re.compile(r";\s*branch\s*=\s*([^;,\s]+)", re.IGNORECASE)
 
 
-@functools.lru_cache(maxsize=4096)
+_KEYS: dict[str, str] = {}
+_CANONICAL_NAMES: dict[str, str] = {}
+
+
 def _key(name: str) -> str:
     """The lookup key of a header name: canonical spelling, lowercased (cached: names repeat)."""
-    return canonical_name(name).lower()
+    key = _KEYS.get(name)
+    if key is None:
+        key = canonical_name(name).lower()
+        if len(_KEYS) < 4096:
+            _KEYS[name] = key
+    return key
+
+
+def _canonical(name: str) -> str:
+    """:func:`canonical_name`, cached for the names met on the wire."""
+    canonical = _CANONICAL_NAMES.get(name)
+    if canonical is None:
+        canonical = canonical_name(name)
+        if len(_CANONICAL_NAMES) < 4096:
+            _CANONICAL_NAMES[name] = canonical
+    return canonical
 
 
 class Headers:
@@ -165,12 +185,20 @@ class Headers:
     lookup key, so a lookup compares strings and never re-lowercases names.
     """
 
-    __slots__ = ("_index", "_items", "_keys")
+    __slots__ = ("_index", "_items", "_keys", "memo")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
-        self._items: list[tuple[str, str]] = [(canonical_name(n), v) for n, v in items]
+        self._items: list[tuple[str, str]] = [(_canonical(n), v) for n, v in items]
         self._keys: list[str] = [_key(n) for n, _ in self._items]
         self._index: dict[str, list[int]] | None = None
+        self.memo: dict[str, object] = {}
+        """Values derived from the headers (top Via, CSeq...), emptied by every change."""
+
+    @classmethod
+    def _parsed(cls, items: list[tuple[str, str]], keys: list[str]) -> Headers:
+        h = cls.__new__(cls)
+        h._items, h._keys, h._index, h.memo = items, keys, None, {}
+        return h
 
     def _positions(self, name: str) -> list[int]:
         # Built on the first lookup and kept until a line is replaced or removed: a
@@ -203,15 +231,18 @@ class Headers:
     def add(self, name: str, value: str) -> None:
         """Append a header line."""
         key = _key(name)
-        self._items.append((canonical_name(name), value))
+        self._items.append((_canonical(name), value))
         self._keys.append(key)
+        if self.memo:
+            self.memo = {}
         if self._index is not None:
             self._index.setdefault(key, []).append(len(self._keys) - 1)
 
     def set(self, name: str, value: str) -> None:
         """Replace every line of ``name`` with one line, where the first one stood."""
-        cname = canonical_name(name)
+        cname = _canonical(name)
         key = _key(name)
+        self.memo = {}
         if key not in self._keys:
             self._items.append((cname, value))
             self._keys.append(key)
@@ -227,9 +258,19 @@ class Headers:
         self._keys = [_key(n) for n, _ in items]
         self._index = None
 
+    def replace_first(self, name: str, value: str) -> None:
+        """Replace the first line of ``name`` in place (KeyError when there is none)."""
+        positions = self._positions(name)
+        if not positions:
+            raise KeyError(name)
+        i = positions[0]
+        self._items[i] = (self._items[i][0], value)
+        self.memo = {}
+
     def remove(self, name: str) -> None:
         """Remove every line of ``name``."""
         key = _key(name)
+        self.memo = {}
         kept = [(item, k) for item, k in zip(self._items, self._keys, strict=True) if k != key]
         self._items = [item for item, _ in kept]
         self._keys = [k for _, k in kept]
@@ -246,10 +287,7 @@ class Headers:
 
     def copy(self) -> Headers:
         """A shallow copy."""
-        h = Headers()
-        h._items = list(self._items)
-        h._keys = list(self._keys)
-        return h
+        return Headers._parsed(list(self._items), list(self._keys))
 
     def __repr__(self) -> str:
         return f"Headers({self._items!r})"
@@ -264,6 +302,9 @@ class Message:
 
     # -- accessors for the headers every transaction needs ---------------------------
 
+    # The accessors below are read many times per message (transaction keys, dialogs,
+    # records); each is derived once and kept in the headers' memo until a header changes.
+
     @property
     def call_id(self) -> str:
         """The Call-ID (raises KeyError when absent)."""
@@ -275,29 +316,45 @@ class Message:
     @property
     def cseq(self) -> tuple[int, str]:
         """The CSeq as (number, method)."""
-        value = self.headers.get("CSeq")
-        if value is None:
-            raise KeyError("CSeq")
-        return parse_cseq(value)
+        memo = self.headers.memo
+        cached = memo.get("cseq")
+        if cached is None:
+            value = self.headers.get("CSeq")
+            if value is None:
+                raise KeyError("CSeq")
+            cached = memo["cseq"] = parse_cseq(value)
+        return cast(tuple[int, str], cached)
 
     @property
     def from_tag(self) -> str | None:
         """The tag parameter of From."""
-        return header_tag(self.headers.get("From"))
+        memo = self.headers.memo
+        if "from_tag" not in memo:
+            memo["from_tag"] = header_tag(self.headers.get("From"))
+        return cast("str | None", memo["from_tag"])
 
     @property
     def to_tag(self) -> str | None:
         """The tag parameter of To."""
-        return header_tag(self.headers.get("To"))
+        memo = self.headers.memo
+        if "to_tag" not in memo:
+            memo["to_tag"] = header_tag(self.headers.get("To"))
+        return cast("str | None", memo["to_tag"])
 
     @property
     def top_via(self) -> str:
         """The raw value of the first Via entry."""
-        for line in self.headers.getall("Via"):
-            vals = split_header_values(line)
-            if vals:
-                return vals[0]
-        raise KeyError("Via")
+        memo = self.headers.memo
+        cached = memo.get("top_via")
+        if cached is None:
+            for line in self.headers.getall("Via"):
+                vals = split_header_values(line)
+                if vals:
+                    cached = memo["top_via"] = vals[0]
+                    break
+            else:
+                raise KeyError("Via")
+        return cast(str, cached)
 
     def vias(self) -> list[str]:
         """Every Via entry, raw, in order."""
@@ -306,8 +363,11 @@ class Message:
     @property
     def branch(self) -> str | None:
         """The branch parameter of the top Via."""
-        m = _PARAM_BRANCH.search(self.top_via)
-        return m.group(1) if m else None
+        memo = self.headers.memo
+        if "branch" not in memo:
+            m = _PARAM_BRANCH.search(self.top_via)
+            memo["branch"] = m.group(1) if m else None
+        return cast("str | None", memo["branch"])
 
     def serialize(self) -> bytes:
         """The message as bytes for the wire, Content-Length computed."""
@@ -317,14 +377,18 @@ class Message:
         if _LINE_BREAK.search(start_line):
             raise ValueError(f"line break in start line {start_line!r}")
         lines = [start_line]
+        tokens = _TOKEN_NAMES
         for name, value in self.headers:
             if name == "Content-Length":
                 continue
             # A CR or LF would end the header line early and let the rest of the
             # value be read as headers of its own (header injection).
-            if not grammar.is_token(name):
-                raise ValueError(f"header name {name!r} is not a token")
-            if _LINE_BREAK.search(value):
+            if name not in tokens:
+                if not grammar.is_token(name):
+                    raise ValueError(f"header name {name!r} is not a token")
+                if len(tokens) < 4096:
+                    tokens.add(name)
+            if "\n" in value or "\r" in value:
                 raise ValueError(f"line break in the value of header {name}")
             lines.append(f"{name}: {value}")
         lines.append(f"Content-Length: {len(self.body)}")
@@ -403,16 +467,23 @@ def header_tag(value: str | None) -> str | None:
     return m.group(1) if m else None
 
 
+# sipmessage's values are frozen dataclasses, so a parse can be shared: Five9 sends the same
+# Request-URI, To and Contact on every call, and a call's From is read more than once.
+
+
+@functools.lru_cache(maxsize=2048)
 def parse_address(value: str) -> Address:
     """Parse a name-addr or addr-spec (From, To, Contact) with sipmessage."""
     return Address.parse(value)
 
 
+@functools.lru_cache(maxsize=2048)
 def parse_uri(value: str) -> URI:
     """Parse a SIP/SIPS/TEL URI with sipmessage."""
     return URI.parse(value)
 
 
+@functools.lru_cache(maxsize=512)
 def parse_via(value: str) -> Via:
     """Parse one Via entry with sipmessage."""
     return Via.parse(value)
@@ -423,6 +494,8 @@ _REQUIRED = ("Via", "From", "To", "Call-ID", "CSeq")
 # Headers that may appear once only (RFC 3261 §7.3.1, RFC 4475 §3.3.8) among those
 # we echo or act on: a second line would leave the response ambiguous.
 _SINGLE = ("From", "To", "Call-ID", "CSeq")
+_REQUIRED_KEYS = tuple((name, name.lower()) for name in _REQUIRED)
+_SINGLE_KEYS = tuple((name, name.lower()) for name in _SINGLE)
 
 # The end of the header block: the first empty line, CRLF or bare LF (§7.5 asks
 # for tolerance of bare LF; a mixed message is taken as well).
@@ -482,6 +555,9 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
 
     # Unfold continuation lines (§7.3.1) and split name: value.
     items: list[tuple[str, str]] = []
+    keys: list[str] = []
+    index: dict[str, list[int]] = {}
+    tokens = _TOKEN_NAMES
     for line in raw_lines[1:]:
         if "\r" in line:
             fault = fault or f"bare CR in header line {line[:60]!r}"
@@ -493,23 +569,36 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
             name, value = items[-1]
             items[-1] = (name, f"{value} {line.strip(_LWS)}".strip(_LWS))
             continue
-        hm = grammar.HEADER_LINE.fullmatch(line)
-        if hm is None:
+        # header-name HCOLON value: the name is a token, so the first colon ends it.
+        name, colon, value = line.partition(":")
+        name = name.rstrip(_LWS)
+        if name not in tokens:
+            if not colon or not grammar.is_token(name):
+                fault = fault or f"malformed header line {line[:60]!r}"
+                break
+            if len(tokens) < 4096:
+                tokens.add(name)
+        elif not colon:
             fault = fault or f"malformed header line {line[:60]!r}"
             break
-        items.append((hm.group(1), hm.group(2).strip(_LWS)))
-    msg.headers = Headers(items)
+        key = _key(name)
+        index.setdefault(key, []).append(len(items))
+        items.append((_canonical(name), value.strip(_LWS)))
+        keys.append(key)
+    msg.headers = headers = Headers._parsed(items, keys)
+    headers._index = index
 
     major_minor = grammar.SIP_VERSION.fullmatch(msg.version)
     if major_minor is None or (major_minor.group(1), major_minor.group(2)) != ("2", "0"):
         raise SipParseError(f"unsupported version {msg.version}", partial, 505)
     if fault is not None:
         raise SipParseError(fault, partial)
-    for name in _REQUIRED:
-        if not msg.headers.values(name):
+    for name, key in _REQUIRED_KEYS:
+        # A line holding only SP, HTAB and commas has no value (split_header_values).
+        if not any(items[i][1].strip(" \t,") for i in index.get(key, ())):
             raise SipParseError(f"missing {name} header", partial)
-    for name in _SINGLE:
-        if len(msg.headers.getall(name)) > 1:
+    for name, key in _SINGLE_KEYS:
+        if len(index.get(key, ())) > 1:
             raise SipParseError(f"more than one {name} header", partial)
     try:
         _number, method = msg.cseq

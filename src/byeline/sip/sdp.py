@@ -22,6 +22,7 @@ the text cannot be understood.
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
 import os
 import re
@@ -65,6 +66,8 @@ _DIGITS = re.compile(r"[0-9]+")
 # RFC 4566 §9: token-char = %x21 / %x23-27 / %x2A-2B / %x2D-2E / %x30-39 / %x41-5A / %x5E-7E
 _TOKEN = re.compile(r"[\x21\x23-\x27\x2a\x2b\x2d\x2e\x30-\x39\x41-\x5a\x5e-\x7e]+")
 _FORBIDDEN = re.compile(r"[\x00\r\n]")
+# A field of o=, c= or m= is one word: any blank (str.isspace, which \s matches) splits it.
+_BLANK = re.compile(r"\s")
 
 #: RFC 3551 §6 static audio payload types (encoding, clock rate) byeline may meet in offers.
 STATIC_PAYLOAD_TYPES: dict[int, tuple[str, int]] = {
@@ -229,7 +232,7 @@ class Origin:
         """Return the value of the ``o=`` line."""
         fields = (self.username, self.nettype, self.addrtype, self.address)
         for item in fields:
-            if not item or any(c.isspace() for c in item):
+            if not item or _BLANK.search(item):
                 raise ValueError(f"o= field must be non-empty without blanks: {item!r}")
         return (
             f"{self.username} {self.session_id} {self.session_version} "
@@ -257,8 +260,7 @@ class Connection:
     @classmethod
     def for_ip(cls, ip: str) -> Connection:
         """Connection for a unicast IPv4 or IPv6 address (ValueError if ``ip`` is neither)."""
-        parsed = ipaddress.ip_address(ip)
-        return cls(address=str(parsed), addrtype="IP4" if parsed.version == 4 else "IP6")
+        return _connection_for_ip(ip)
 
     @property
     def host(self) -> str:
@@ -276,9 +278,15 @@ class Connection:
     def serialize(self) -> str:
         """Return the value of the ``c=`` line."""
         for item in (self.nettype, self.addrtype, self.address):
-            if not item or any(c.isspace() for c in item):
+            if not item or _BLANK.search(item):
                 raise ValueError(f"c= field must be non-empty without blanks: {item!r}")
         return f"{self.nettype} {self.addrtype} {self.address}"
+
+
+@functools.lru_cache(maxsize=256)
+def _connection_for_ip(ip: str) -> Connection:
+    parsed = ipaddress.ip_address(ip)
+    return Connection(address=str(parsed), addrtype="IP4" if parsed.version == 4 else "IP6")
 
 
 @dataclass(frozen=True)
@@ -375,7 +383,7 @@ class MediaDescription:
         port = str(self.port) if self.port_count is None else f"{self.port}/{self.port_count}"
         fields = (self.media, port, self.proto, *self.formats)
         for item in fields:
-            if not item or any(c.isspace() for c in item) or _FORBIDDEN.search(item):
+            if not item or _BLANK.search(item) or _FORBIDDEN.search(item):
                 raise ValueError(f"m= field must be non-empty without blanks: {item!r}")
         return " ".join(fields)
 
@@ -417,13 +425,19 @@ class MediaDescription:
                 continue
         return found
 
+    # The description is frozen, so what is derived from it is derived once: an answer reads
+    # the codecs of every offered stream several times.  Callers get copies.
+
     def rtpmaps(self) -> dict[int, RtpMap]:
         """``a=rtpmap`` attributes by payload type (ValueError if one is malformed)."""
-        maps: dict[int, RtpMap] = {}
-        for value in self.values("rtpmap"):
-            rtpmap = RtpMap.parse(value)
-            maps.setdefault(rtpmap.payload_type, rtpmap)
-        return maps
+        cached: dict[int, RtpMap] | None = self.__dict__.get("_rtpmaps")
+        if cached is None:
+            cached = {}
+            for value in self.values("rtpmap"):
+                rtpmap = RtpMap.parse(value)
+                cached.setdefault(rtpmap.payload_type, rtpmap)
+            self.__dict__["_rtpmaps"] = cached
+        return dict(cached)
 
     def fmtp(self, payload_type: int) -> str | None:
         """The ``a=fmtp`` parameters of ``payload_type``, or None."""
@@ -439,18 +453,21 @@ class MediaDescription:
         A payload type without rtpmap is described from the RFC 3551 static table; a format that
         is neither (or not a number) is left out.
         """
-        maps = self.rtpmaps()
-        found: list[RtpMap] = []
-        for fmt in self.formats:
-            if not _DIGITS.fullmatch(fmt) or len(fmt) > 3 or int(fmt) > 127:
-                continue
-            pt = int(fmt)
-            if pt in maps:
-                found.append(maps[pt])
-            elif pt in STATIC_PAYLOAD_TYPES:
-                name, rate = STATIC_PAYLOAD_TYPES[pt]
-                found.append(RtpMap(pt, name, rate))
-        return found
+        cached: list[RtpMap] | None = self.__dict__.get("_codecs")
+        if cached is None:
+            maps = self.rtpmaps()
+            cached = []
+            for fmt in self.formats:
+                if not _DIGITS.fullmatch(fmt) or len(fmt) > 3 or int(fmt) > 127:
+                    continue
+                pt = int(fmt)
+                if pt in maps:
+                    cached.append(maps[pt])
+                elif pt in STATIC_PAYLOAD_TYPES:
+                    name, rate = STATIC_PAYLOAD_TYPES[pt]
+                    cached.append(RtpMap(pt, name, rate))
+            self.__dict__["_codecs"] = cached
+        return list(cached)
 
     def serialize_lines(self) -> list[str]:
         """Return the section's lines (without line ends), ``m=`` first."""
@@ -613,8 +630,9 @@ class SessionDescription:
         lines += [f"a={attribute.serialize()}" for attribute in self.attributes]
         for media in self.media:
             lines += media.serialize_lines()
-        for line in lines:
-            _check_text(line, "SDP line")
+        if _FORBIDDEN.search("".join(lines)):  # one scan; the line is named only on failure
+            for line in lines:
+                _check_text(line, "SDP line")
         return ("\r\n".join(lines) + "\r\n").encode("utf-8")
 
     @property
