@@ -5,6 +5,14 @@ The asyncio SIP loop must never wait on the disk, so it only puts small operatio
 drains whatever else is pending and commits it all at once: call-row writes are coalesced per
 ``call_id`` into one upsert each, trace rows are bulk-inserted with ``executemany``. While one
 transaction commits, the next batch accumulates, so throughput grows with load (group commit).
+Under load the writer also waits until ``commit_interval`` has passed since its last commit
+began before it takes the next batch (a flush, a stop and the first write after a quiet spell do
+not wait): fewer, larger transactions cost less CPU per row, and the SIP loop shares the core.
+
+The statements are plain SQL made once from :mod:`byeline.store.schema` and run through
+``exec_driver_sql`` with tuples (``executemany``, the driver's own parameter style): the rows go
+straight to the driver, without SQLAlchemy's per-statement compilation and per-row processing.
+Errors still arrive as SQLAlchemy exceptions, which the retry and spool logic relies on.
 
 A failing batch (e.g. SQLite busy beyond its timeout) is logged in one line and retried whole,
 with exponential backoff, before anything enqueued later is written, so order is kept. After the
@@ -23,7 +31,6 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from byeline.store.operations import (
     RECORD_TYPES,
@@ -38,6 +45,7 @@ from byeline.store.schema import calls, sip_messages, spool_segments, transcript
 from byeline.store.spool import Spool, SpoolError
 
 __all__ = [
+    "DEFAULT_COMMIT_INTERVAL",
     "DEFAULT_MAX_ATTEMPTS",
     "DEFAULT_MAX_BATCH",
     "Barrier",
@@ -54,6 +62,8 @@ log = logging.getLogger("byeline.store")
 DEFAULT_MAX_BATCH: Final = 20_000
 #: Attempts per batch before it is dropped (and logged, and counted).
 DEFAULT_MAX_ATTEMPTS: Final = 8
+#: Under load, the shortest time (seconds) from the start of one commit to the next batch.
+DEFAULT_COMMIT_INTERVAL: Final = 0.01
 #: First retry delay in seconds; doubled per attempt up to :data:`MAX_BACKOFF`.
 FIRST_BACKOFF: Final = 0.05
 MAX_BACKOFF: Final = 2.0
@@ -66,6 +76,7 @@ class _Stop:
 _STOP: Final = _Stop()
 
 Operation = CallWrite | TraceWrite | TranscriptWrite | Barrier | _Stop
+_RECORD_CLASSES: Final = frozenset(RECORD_TYPES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,18 +132,23 @@ class GroupCommitWriter:
         max_backoff: float = MAX_BACKOFF,
         spool: Spool | None = None,
         replay_interval: float = 1.0,
+        commit_interval: float = DEFAULT_COMMIT_INTERVAL,
     ) -> None:
         if max_batch < 1 or max_attempts < 1:
             raise ValueError("max_batch and max_attempts must be at least 1")
+        if commit_interval < 0:
+            raise ValueError("commit_interval must not be negative")
         self._engine = engine
         self._queue: queue.SimpleQueue[Operation] = queue.SimpleQueue()
+        self.put: Final[Callable[[Operation], None]] = self._queue.put
+        """Enqueue; never blocks (the queue's own C method: the SIP loop's cheapest call)."""
         self._max_batch = max_batch
         self._max_attempts = max_attempts
         self._first_backoff = first_backoff
         self._max_backoff = max_backoff
-        self._upsert_insert: Callable[[sa.Table], Any] = (
-            postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
-        )
+        self._commit_interval = commit_interval
+        self._urgent = threading.Event()
+        self._statements = Statements(engine.dialect)
         self._spool = spool
         self._replay_interval = replay_interval
         # Segments left by an earlier run are replayed first (if this process owns the spool).
@@ -149,9 +165,10 @@ class GroupCommitWriter:
 
     # -- any thread ---------------------------------------------------------------------------
 
-    def put(self, operation: Operation) -> None:
-        """Enqueue; never blocks."""
-        self._queue.put(operation)
+    def put_barrier(self, barrier: Barrier) -> None:
+        """Enqueue ``barrier`` and have the writer take it without waiting for the interval."""
+        self._queue.put(barrier)
+        self._urgent.set()
 
     @property
     def alive(self) -> bool:
@@ -187,6 +204,7 @@ class GroupCommitWriter:
         """
         if self._thread.is_alive():
             self._queue.put(_STOP)
+            self._urgent.set()
             self._thread.join(timeout)
             if self._thread.is_alive():
                 return False
@@ -202,12 +220,21 @@ class GroupCommitWriter:
     def _run(self) -> None:
         if self._spooling:
             self._guarded(self._replay)
+        began = -1e9
         while True:
             try:
                 first = self._queue.get(timeout=self._replay_interval if self._spooling else None)
             except queue.Empty:
                 self._guarded(self._replay)
                 continue
+            # Group commit: under load, let the batch gather until commit_interval has passed
+            # since the last one began. A flush or a stop cuts the wait short (``_urgent``); the
+            # first write after a quiet spell does not wait at all.
+            pause = began + self._commit_interval - time.monotonic()
+            if pause > 0 and first.__class__ in _RECORD_CLASSES:
+                self._urgent.wait(pause)
+                self._urgent.clear()
+            began = time.monotonic()
             batch = [first]
             batch.extend(self._drain(self._max_batch - 1))
             try:
@@ -373,70 +400,157 @@ class GroupCommitWriter:
 
     def _write(self, connection: sa.Connection, records: list[Record]) -> int:
         """Write ``records`` in ``connection``'s transaction; return the rows written."""
-        pending_calls: dict[str, tuple[dict[str, object], dict[str, object]]] = {}
-        traces: list[dict[str, object]] = []
-        lines: list[dict[str, object]] = []
+        # call_id -> [fields (not ours to change until copied), copied?, first at, last at]
+        pending_calls: dict[str, list[Any]] = {}
+        traces: list[tuple[object, ...]] = []
+        lines: list[tuple[object, ...]] = []
         for record in records:
-            if isinstance(record, TraceWrite):
+            cls = record.__class__
+            if cls is TraceWrite:
+                trace: TraceWrite = record  # type: ignore[assignment]
+                data = trace.data
                 traces.append(
-                    {
-                        "call_id": record.call_id,
-                        "at": record.at,
-                        "direction": record.direction,
-                        "transport": record.transport,
-                        "peer": record.peer,
-                        "first_line": first_line(record.data),
-                        "raw": record.data,
-                    }
+                    (
+                        trace.call_id,
+                        trace.at,
+                        trace.direction,
+                        trace.transport,
+                        trace.peer,
+                        first_line(data),
+                        data,
+                    )
                 )
-            elif isinstance(record, TranscriptWrite):
-                lines.append(
-                    {
-                        "call_id": record.call_id,
-                        "at": record.at,
-                        "role": record.role,
-                        "text": record.text,
-                    }
-                )
-            else:
-                pending = pending_calls.get(record.call_id)
+            elif cls is CallWrite:
+                write: CallWrite = record  # type: ignore[assignment]
+                pending = pending_calls.get(write.call_id)
                 if pending is None:
-                    # Defaults used only if the row does not exist yet: an update that overtakes
-                    # a lost start still leaves a row rather than vanishing.
-                    defaults: dict[str, object] = {"started_at": record.at, "status": "ringing"}
-                    pending = pending_calls[record.call_id] = (defaults, {})
-                pending[1].update(record.fields)
-                pending[1]["updated_at"] = record.at
-        self._write_calls(connection, pending_calls)
+                    pending_calls[write.call_id] = [write.fields, False, write.at, write.at]
+                else:
+                    if not pending[1]:
+                        pending[0] = dict(pending[0])
+                        pending[1] = True
+                    pending[0].update(write.fields)
+                    pending[3] = write.at
+            elif isinstance(record, TranscriptWrite):
+                lines.append((record.call_id, record.at, record.role, record.text))
+            else:
+                raise TypeError(f"not a record: {record!r}")
+        statements = self._statements
+        if pending_calls:
+            # executemany needs one statement per set of columns to update.
+            groups: dict[frozenset[str], list[tuple[object, ...]]] = {}
+            for call_id, (fields, _copied, first_at, last_at) in pending_calls.items():
+                # started_at and status: used only if the row does not exist yet, so that an
+                # update that overtakes a lost start still leaves a row rather than vanishing.
+                values = {"started_at": first_at, "status": "ringing", **fields}
+                values["updated_at"] = last_at
+                row = (call_id, *map(values.get, CALL_VALUE_COLUMNS))
+                shape = frozenset(fields)
+                group = groups.get(shape)
+                if group is None:
+                    groups[shape] = [row]
+                else:
+                    group.append(row)
+            for shape, rows in groups.items():
+                connection.exec_driver_sql(statements.call_upsert(shape), rows)
         if traces:
-            connection.execute(sip_messages.insert(), traces)
+            if statements.trace_copy is not None:
+                copy_rows(connection, statements.trace_copy, traces)
+            else:
+                connection.exec_driver_sql(statements.trace_insert, traces)
         if lines:
-            connection.execute(transcripts.insert(), lines)
+            connection.exec_driver_sql(statements.transcript_insert, lines)
         targets = self.webhooks
         if targets is not None and targets.urls:
-            ended = call_ids_ended({call_id: f for call_id, (_d, f) in pending_calls.items()})
+            ended = call_ids_ended({call_id: p[0] for call_id, p in pending_calls.items()})
             if ended:
                 enqueue_call_ended(connection, ended, targets, time.time())
         return len(pending_calls) + len(traces) + len(lines)
 
-    def _write_calls(
-        self,
-        connection: sa.Connection,
-        pending_calls: dict[str, tuple[dict[str, object], dict[str, object]]],
-    ) -> None:
-        # executemany needs one statement per set of columns: group rows by their column names.
-        groups: dict[tuple[tuple[str, ...], tuple[str, ...]], list[dict[str, object]]] = {}
-        for call_id, (defaults, fields) in pending_calls.items():
-            values = {**defaults, **fields, "call_id": call_id}
-            key = (tuple(sorted(values)), tuple(sorted(fields)))
-            groups.setdefault(key, []).append(values)
-        for (_columns, updated), rows in groups.items():
-            insert = self._upsert_insert(calls)
-            statement = insert.on_conflict_do_update(
-                index_elements=[calls.c.call_id],
-                set_={name: insert.excluded[name] for name in updated},
+
+#: ``calls`` columns in table order, after ``call_id``: the order of an upsert's values.
+CALL_VALUE_COLUMNS: Final = tuple(c.name for c in calls.columns if c.name != "call_id")
+_TRACE_COLUMNS: Final = ("call_id", "at", "direction", "transport", "peer", "first_line", "raw")
+_TRANSCRIPT_COLUMNS: Final = ("call_id", "at", "role", "text")
+
+
+class Statements:
+    """The writer's SQL for one dialect, made once: plain text in the driver's parameter style."""
+
+    def __init__(self, dialect: sa.Dialect) -> None:
+        if dialect.paramstyle == "qmark":
+            self._mark = "?"
+        elif dialect.paramstyle in ("format", "pyformat"):
+            self._mark = "%s"
+        else:
+            raise ValueError(f"store: unsupported DBAPI parameter style {dialect.paramstyle!r}")
+        self._quote = dialect.identifier_preparer.quote
+        self.trace_insert: Final = self._insert(sip_messages, _TRACE_COLUMNS)
+        self.trace_copy: Final = (
+            f"COPY {self._quote(sip_messages.name)} "
+            f"({', '.join(self._quote(name) for name in _TRACE_COLUMNS)}) FROM STDIN"
+            if dialect.name == "postgresql"
+            else None
+        )
+        """PostgreSQL: SIP messages go in by COPY, about twice cheaper per row than INSERT."""
+        self.transcript_insert: Final = self._insert(transcripts, _TRANSCRIPT_COLUMNS)
+        key = self._quote("call_id")
+        self._upsert_head = (
+            self._insert(calls, ("call_id", *CALL_VALUE_COLUMNS))
+            + f" ON CONFLICT ({key}) DO UPDATE SET "
+        )
+        self._upserts: dict[frozenset[str], str] = {}
+
+    def _insert(self, table: sa.Table, columns: tuple[str, ...]) -> str:
+        for name in columns:
+            if name not in table.c:
+                raise ValueError(f"store: no column {name!r} in {table.name}")
+        names = ", ".join(self._quote(name) for name in columns)
+        marks = ", ".join(self._mark for _ in columns)
+        return f"INSERT INTO {self._quote(table.name)} ({names}) VALUES ({marks})"
+
+    def call_upsert(self, updated: frozenset[str]) -> str:
+        """Insert a call row with every column, or update only ``updated`` and ``updated_at``."""
+        statement = self._upserts.get(updated)
+        if statement is None:
+            quote = self._quote
+            assignments = ", ".join(
+                f"{quote(name)} = excluded.{quote(name)}"
+                for name in CALL_VALUE_COLUMNS
+                if name in updated or name == "updated_at"
             )
-            connection.execute(statement, rows)
+            statement = self._upsert_head + assignments
+            if len(self._upserts) < 4096:  # shapes are few; never let odd callers grow it
+                self._upserts[updated] = statement
+        return statement
+
+
+def copy_rows(connection: sa.Connection, statement: str, rows: list[tuple[object, ...]]) -> None:
+    """``COPY ... FROM STDIN`` ``rows`` in ``connection``'s transaction (psycopg 3).
+
+    The driver is called directly, so its errors are turned into SQLAlchemy's here (a lost
+    server is an ``OperationalError`` and invalidates the connection), as ``exec_driver_sql``
+    would: the retry and spool logic sees the same exceptions on every path.
+    """
+    dialect = connection.dialect
+    raw = connection.connection.driver_connection
+    try:
+        with raw.cursor() as cursor, cursor.copy(statement) as copy:  # type: ignore[union-attr]
+            write_row = copy.write_row
+            for row in rows:
+                write_row(row)
+    except dialect.loaded_dbapi.Error as exc:
+        disconnected = dialect.is_disconnect(exc, raw, None)
+        if disconnected:
+            connection.invalidate(exc)
+        raise sa.exc.DBAPIError.instance(
+            statement,
+            None,
+            exc,
+            dialect.loaded_dbapi.Error,
+            connection_invalidated=disconnected,
+            dialect=dialect,
+        ) from exc
 
 
 def _one_line(exc: BaseException) -> str:
