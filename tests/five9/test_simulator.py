@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from byeline.agent.handback import ROUTE_DECIDED_AT
 from byeline.app import App, build_app
 from byeline.config import ServeConfig
+from byeline.five9 import simulator
 from byeline.five9.script import ScriptError, parse_script
 from byeline.five9.simulator import CallFailed, CallPlan, HangUp, Press, Wait, place_call
 from byeline.five9.variables import FromIVA, default_call_variables, merge_call_variables
@@ -66,6 +68,41 @@ async def test_dtmf_call_reads_from_iva(edge: App) -> None:
     assert outcome.answer_ms is not None and outcome.bye_ms is not None
     assert outcome.bye_ms >= outcome.answer_ms
     assert outcome.rtp_received > 0  # byeline sends RTP from the answer on
+
+
+async def test_decision_time_is_recorded_and_precedes_the_bye(edge: App) -> None:
+    """The handback records when the route was decided; the SIP trace when the BYE left."""
+    outcome = await place_call(_plan(edge, actions=[Wait(0.2), Press("1")]))
+    assert outcome.from_iva.get("X-RouteValue") == "Billing"
+    # The key's first RFC 4733 packet leaves on a tick after it was queued, before the BYE.
+    assert outcome.last_input_ms is not None and outcome.last_key_sent_ms is not None
+    assert outcome.bye_ms is not None
+    assert outcome.last_input_ms <= outcome.last_key_sent_ms < outcome.bye_ms
+    assert outcome.last_key_sent_ms - outcome.last_input_ms < 200
+    # Not a BYE header: the trunk maps only the result attributes.
+    assert all("decided" not in name.lower() for name, _ in outcome.from_iva.pairs)
+    assert edge.store is not None
+    await edge.store.aflush()
+    (listed,) = edge.store.list_calls(limit=5)
+    record = edge.store.get_call(listed.call_id)
+    assert record is not None
+    decided = float(record.attributes[ROUTE_DECIDED_AT])
+    bye = min(m.at for m in record.trace if m.direction == "out" and m.first_line[:4] == "BYE ")
+    # The voice agent (this fixture's) speaks its goodbye in between: about a second.
+    assert decided <= bye < decided + 10.0
+
+
+def test_calls_take_rtp_ports_round_robin() -> None:
+    """A call must not bind the port another call closed a moment ago: the agent may still be
+    sending there, and the new call would latch that stale source and send its keys to a
+    closed port (about one lost key in 40 to 640 at 100 concurrent calls, before this)."""
+    allocator = simulator._port_allocator((47000, 47100))
+    assert simulator._port_allocator((47000, 47100)) is allocator
+    first = allocator.allocate("127.0.0.1")
+    allocator.release(first)
+    second = allocator.allocate("127.0.0.1")
+    allocator.release(second)
+    assert second != first
 
 
 async def test_caller_hangs_up_first(edge: App) -> None:

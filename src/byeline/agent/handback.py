@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import wave
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -33,6 +34,24 @@ from .routes import MAX_METADATA_BYTES, InputMode, Route, RouteDecision, Routes,
 
 log = logging.getLogger("byeline.agent")
 
+#: The call attribute that says when the agent took its decision: wall-clock seconds since the
+#: epoch with microseconds, as a string (``time.time()``). Set once, with the result attributes,
+#: so the call record keeps it; the trunk maps only the names it lists to BYE headers, so it
+#: does not reach Five9. Against the BYE's row in the SIP trace it gives decision→BYE.
+ROUTE_DECIDED_AT = "byeline.route_decided_at"
+
+
+def _set_decision(call: Call, decision: RouteDecision, routes: Routes) -> None:
+    """Step 1: the result attributes, and the decision time unless an earlier step set it."""
+    current = call.attributes
+    changes = decision.attributes(routes, current)
+    if not current.get(ROUTE_DECIDED_AT):
+        changes[ROUTE_DECIDED_AT] = f"{time.time():.6f}"
+    call.update_attributes(changes)
+    if ROUTE_DECIDED_AT in changes:
+        # In-process listeners (tests, metrics) get the moment as a call event too.
+        call.emit("route_decided", decision.route.name, float(changes[ROUTE_DECIDED_AT]))
+
 
 async def handback(
     call: Call,
@@ -44,7 +63,7 @@ async def handback(
 ) -> CallResult:
     """Hand the call back to Five9 with ``decision`` on the BYE."""
     # 1. Attributes first, always: even a call that is already over keeps its result.
-    call.update_attributes(decision.attributes(routes, call.attributes))
+    _set_decision(call, decision, routes)
     if call.ended:
         assert call.result is not None
         log.info("%s: handback after the caller hung up: result kept, not delivered", call.call_id)
@@ -161,7 +180,7 @@ class HandbackContext:
             confidence=confidence,
             summary=self.summary(),
         )
-        self.call.update_attributes(self.decision.attributes(self.routes, self.call.attributes))
+        _set_decision(self.call, self.decision, self.routes)
         log.info(
             "%s: route %s (%s, attempt %d)",
             self.call.call_id,

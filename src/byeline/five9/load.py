@@ -33,6 +33,7 @@ from typing import Any
 
 import yaml
 
+from .plot import Series, svg_plot
 from .script import parse_script
 from .simulator import Action, CallFailed, CallOutcome, CallPlan, Press, Wait, place_call
 from .variables import default_call_variables
@@ -274,35 +275,17 @@ def render_html(report: LoadReport) -> str:
         for r in report.results
         if r.outcome is not None
     ]
-    width, height, pad = 720, 300, 40
-    max_t = max((p[0] for p in points), default=1.0) or 1.0
-    max_ms = max([p[1] or 0 for p in points] + [p[2] or 0 for p in points] + [1.0])
-
-    def x(t: float) -> float:
-        return pad + (width - 2 * pad) * t / max_t
-
-    def y(ms: float) -> float:
-        return height - pad - (height - 2 * pad) * ms / max_ms
-
-    dots = []
-    for t, answer, handback in points:
-        if answer is not None:
-            dots.append(f'<circle cx="{x(t):.1f}" cy="{y(answer):.1f}" r="3" fill="#2a7"/>')
-        if handback is not None:
-            dots.append(f'<circle cx="{x(t):.1f}" cy="{y(handback):.1f}" r="3" fill="#c33"/>')
+    svg = svg_plot(
+        [
+            Series("answer latency", [(t, a) for t, a, _ in points if a is not None], "#2a7"),
+            Series("handback latency", [(t, h) for t, _, h in points if h is not None], "#c33"),
+        ],
+        x_label="call start (s from the first call)",
+        y_label="latency (ms)",
+    )
     rows = "".join(
         f"<tr><th>{html.escape(k)}</th><td>{html.escape(json.dumps(v))}</td></tr>"
         for k, v in summary.items()
-    )
-    svg = (
-        f'<svg width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg">'
-        f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" '
-        'stroke="#444"/>'
-        f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="#444"/>'
-        f'<text x="{pad}" y="{pad - 8}" font-size="12">{max_ms:.0f} ms</text>'
-        f'<text x="{width - pad - 60}" y="{height - 10}" font-size="12">{max_t:.1f} s</text>'
-        + "".join(dots)
-        + "</svg>"
     )
     return (
         "<!doctype html><meta charset=utf-8><title>byeline five9 load</title>"

@@ -1,0 +1,123 @@
+"""The bench's own arithmetic: the capacity plot from a report, and the handback bench's figures."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from byeline.five9.plot import Series, nice_ticks, svg_plot
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def _load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+plot = _load("plot")
+handback = _load("handback")
+
+
+def _step(calls: int, cpu: float, rss: float, ok: bool = True) -> dict[str, Any]:
+    return {"calls_up": calls, "server_cpu_pct": cpu, "server_rss_mb": rss, "ok": ok}
+
+
+REPORT: dict[str, Any] = {
+    "mode": {"media_hold_s": 10.0},
+    "environment": {"git_head": "abc1234", "measured": "working tree", "cpu": "Test CPU"},
+    "media": {
+        "server_idle_rss_mb": 150.0,
+        "max_calls": 200,
+        "steps": [_step(50, 5.0, 152.0), _step(200, 20.5, 157.0), _step(400, 97.0, 170.0, False)],
+    },
+}
+
+
+def test_nice_ticks() -> None:
+    assert nice_ticks(97.0) == [0, 20, 40, 60, 80, 100]
+    assert nice_ticks(1400) == [0, 500, 1000, 1500]
+    assert nice_ticks(0.0) == [0.0, 1.0]
+    assert nice_ticks(12.0)[-1] >= 12.0
+
+
+def test_capacity_svg_has_every_point_and_the_axis_labels() -> None:
+    root = ET.fromstring(plot.capacity_svg(REPORT))
+    assert root.tag == f"{SVG}svg"
+    texts = [t.text or "" for t in root.iter(f"{SVG}text")]
+    assert "CPU (% of one core)" in texts and "RSS (MB)" in texts
+    assert any(t.startswith("concurrent calls") for t in texts)
+    assert any("abc1234" in t for t in texts)
+    points = [c for c in root.iter(f"{SVG}circle") if c.find(f"{SVG}title") is not None]
+    titles = sorted(c.find(f"{SVG}title").text or "" for c in points)  # type: ignore[union-attr]
+    assert titles == sorted(
+        [
+            "server CPU: 50, 5",
+            "server CPU: 200, 20.5",
+            "server CPU: 400, 97",
+            "server RSS: 50, 152",
+            "server RSS: 200, 157",
+            "server RSS: 400, 170",
+        ]
+    )
+    hollow = [c for c in points if c.get("fill") == "#fff"]
+    assert len(hollow) == 2  # the failed 400-call step, in both panels
+
+
+def test_capacity_svg_refuses_a_report_without_media() -> None:
+    with pytest.raises(plot.ReportError, match="no media section"):
+        plot.capacity_svg({"signalling": {}})
+    with pytest.raises(plot.ReportError, match="failed"):
+        plot.capacity_svg({"media": {"error": "boom"}})
+
+
+def test_points_land_on_their_ticks() -> None:
+    svg = svg_plot(
+        [Series("s", [(0.0, 0.0), (10.0, 10.0)], "#000")],
+        x_label="x",
+        y_label="y",
+        width=200,
+        height=200,
+        standalone=True,
+    )
+    root = ET.fromstring(svg)
+    dots = [c for c in root.iter(f"{SVG}circle") if c.find(f"{SVG}title") is not None]
+    (x0, y0), (x1, y1) = ((float(c.get("cx", 0)), float(c.get("cy", 0))) for c in dots)
+    assert x1 > x0 and y1 < y0  # up and to the right
+
+
+def test_handback_steps_and_medians() -> None:
+    steps = handback.parse_steps("1:50,100:400")
+    assert [(s.concurrency, s.calls) for s in steps] == [(1, 50), (100, 400)]
+    with pytest.raises(ValueError):
+        handback.parse_steps("100:10")
+
+    def run(p99: float, lost: int) -> dict[str, Any]:
+        figure = {"p50": 1.0, "p95": 2.0, "p99": p99, "max": p99 + 1}
+        return {
+            "steps": [
+                {
+                    "concurrency": 100,
+                    "calls": 400,
+                    "keys_lost": lost,
+                    "decision_to_bye_ms": figure,
+                    "key_sent_to_bye_ms": figure,
+                    "key_queued_to_bye_ms": figure,
+                }
+            ]
+        }
+
+    (row,) = handback.medians([run(3.0, 0), run(9.0, 1), run(4.0, 0)])
+    assert row["decision_to_bye_ms"]["p99"] == 4.0 and row["decision_to_bye_ms"]["max"] == 5.0
+    assert row["keys_lost"] == 1 and row["calls"] == 1200 and row["runs"] == 3
