@@ -14,6 +14,7 @@ cannot land in a new one.
 from __future__ import annotations
 
 import errno
+import functools
 import ipaddress
 import socket
 from dataclasses import dataclass
@@ -44,6 +45,12 @@ class RtpPortLease:
         self.rtp_socket.close()
         if self.rtcp_socket is not None:
             self.rtcp_socket.close()
+
+
+@functools.lru_cache(maxsize=64)
+def _family(host: str) -> int:
+    """The socket family of an address literal (ValueError for anything else)."""
+    return socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
 
 
 class RtpPortAllocator:
@@ -93,7 +100,7 @@ class RtpPortAllocator:
         for another reason (``host`` is not an address of this machine).
         """
         host = self.host if host is None else host
-        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+        family = _family(host)
         busy = 0
         count = len(self._ports)
         for step in range(count):
