@@ -72,8 +72,29 @@ def test_without_symmetric_rtp_sdp_address_wins() -> None:
     assert stream.remote_address == SDP
     assert stream.remote_source == NAT
     assert stream.statistics.packets_received == 2
-    stream.receive(audio(3), SDP, 0.04)  # only the latched source is accepted
+    stream.receive(audio(3), ("203.0.113.1", 1), 0.04)  # only the latched source is accepted
     assert stream.foreign_source == 1
+    stream.receive(audio(4), SDP, 0.06)  # ...and the SDP address, which takes over
+    assert stream.remote_source == SDP
+    assert stream.relatched_to_sdp == 1
+
+
+def test_stale_sender_on_a_reused_port_cannot_lock_out_the_sdp_peer() -> None:
+    # A previous call's peer still sends to this port: its packet arrives first and latches.
+    stream = make_stream()
+    stale = ("192.0.2.99", 40000)
+    stream.receive(audio(1, ssrc=0xDEAD), stale, 0.0)
+    assert stream.remote_address == stale
+    # The caller the SDP names starts sending: it takes over, both ways.
+    stream.receive(audio(500, ssrc=0xBEEF), SDP, 0.02)
+    stream.receive(audio(501, ssrc=0xBEEF), SDP, 0.04)
+    assert stream.remote_source == SDP
+    assert stream.remote_address == SDP
+    assert stream.remote_ssrc == 0xBEEF
+    # The stale sender is now the foreign one.
+    stream.receive(audio(2, ssrc=0xDEAD), stale, 0.06)
+    assert stream.foreign_source == 1
+    assert stream.relatched_to_sdp == 1
 
 
 def test_no_sdp_address_learns_from_first_packet() -> None:

@@ -145,6 +145,8 @@ class MediaStream:
         """Datagrams that were neither valid RTP nor RTCP, or carried a bad event payload."""
         self.foreign_source = 0
         """Valid packets from an address other than the latched one, dropped."""
+        self.relatched_to_sdp = 0
+        """Times packets from the SDP address took over from another latched source."""
         self.unknown_payload_type = 0
         """Packets with a payload type that was not negotiated, dropped."""
         self.ssrc_changes = 0
@@ -231,8 +233,16 @@ class MediaStream:
             if self.symmetric_rtp or self._remote_address is None:
                 self._remote_address = source
         elif source != self._source:
-            self.foreign_source += 1
-            return None
+            if source != self.sdp_address:
+                self.foreign_source += 1
+                return None
+            # The address the peer's SDP names is never locked out by an earlier latch: the
+            # first packet may have come from a previous call's peer still sending to this
+            # (reused) port, and latching on it would drop the caller's own media and keys.
+            self.relatched_to_sdp += 1
+            self._source = source
+            if self.symmetric_rtp:
+                self._remote_address = source
 
         if packet.ssrc != self.remote_ssrc:
             if packet.ssrc == self._previous_ssrc and now - self._ssrc_changed_at < 1.0:
