@@ -25,6 +25,7 @@ possible there); duplicate names are merged deterministically and the order is s
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -115,6 +116,19 @@ def _canonical(name: str) -> str:
     return _COMPACT_FORMS.get(lower, lower)
 
 
+@functools.lru_cache(maxsize=256)
+def _trunk_header_rules(trunk: Trunk) -> tuple[int, tuple[tuple[str, str], ...]]:
+    """A trunk's include_headers and its header → attribute pairs, header names as lookup keys.
+
+    Derived once per trunk (a trunk is never changed, only replaced). LiveKit iterates Go maps
+    (random order); byeline sorts the trunk's own mapping by header name, after the built-in
+    pairs, so that two headers feeding one attribute always resolve the same way.
+    """
+    mapping = sorted(trunk.headers_to_attributes.items(), key=lambda kv: kv[0].lower())
+    pairs = tuple((_canonical(h), attr) for h, attr in (*_BUILTIN_HEADER_TO_ATTR, *mapping))
+    return trunk.include_headers, pairs
+
+
 def participant_identity(caller_number: str, *, hide_phone_number: bool = False) -> str:
     """``sip_<caller>``; with ``hide_phone_number``, ``sip_`` + the first 8 bytes of
     SHA-256(caller) in hex, as LiveKit's ``EvaluateDispatchRule``."""
@@ -163,24 +177,20 @@ def invite_attributes(
         attrs[ATTR_TRUNK_PHONE_NUMBER] = called_number
     attrs[ATTR_RULE_ID] = rule.id if rule is not None else ""
 
-    include = trunk.include_headers
+    include, pairs = _trunk_header_rules(trunk)
+    keyed = [(_canonical(name), value) for name, value in headers]
     if include != lk_sip.SIPHeaderOptions.SIP_NO_HEADERS:
-        for name, value in headers:
-            key = _canonical(name)
-            if not key:
-                continue
-            if include == lk_sip.SIPHeaderOptions.SIP_X_HEADERS and not key.startswith("x-"):
+        only_x = include == lk_sip.SIPHeaderOptions.SIP_X_HEADERS
+        for key, value in keyed:
+            if not key or (only_x and not key.startswith("x-")):
                 continue
             attrs[ATTR_HEADER_PREFIX + key] = value  # a repeated header: the last one wins
 
     first: dict[str, str] = {}
-    for name, value in headers:
-        first.setdefault(_canonical(name), value)
-    # LiveKit iterates Go maps (random order); byeline sorts by header name so that two headers
-    # feeding one attribute always resolve the same way.
-    mapping = sorted(trunk.headers_to_attributes.items(), key=lambda kv: kv[0].lower())
-    for header, attr in (*_BUILTIN_HEADER_TO_ATTR, *mapping):
-        found = first.get(_canonical(header))
+    for key, value in keyed:
+        first.setdefault(key, value)
+    for key, attr in pairs:
+        found = first.get(key)
         if found is not None:
             attrs[attr] = found
 
