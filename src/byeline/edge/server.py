@@ -567,16 +567,16 @@ class SipEdge:
                 parse_via(request.top_via)
             except ValueError:
                 via_ok = False
+        method = request.method
+        if method == "ACK":
+            self._receive_ack(request, flow, data)  # never answered: no received/rport needed
+            return
         try:
             self._add_received(request, flow)
         except Exception:
             log.warning("dropped request with unusable Via from %s", flow.peer)
             return
         key = _txn_key(request)
-        method = request.method
-        if method == "ACK":
-            self._receive_ack(request, flow, data)
-            return
         entry = self._server_txns.get(key)
         if entry is not None:
             txn = entry[0]
