@@ -105,7 +105,9 @@ def build_stt(
         from .speech import PocketsphinxSTT
 
         stt = PocketsphinxSTT.for_routes(routes)
-        stt.prewarm()
+        # The voice agent streams each session's audio to the decoder workers
+        # (PocketsphinxSTT.for_session): start them, and their decoders, now.
+        stt.for_session().prewarm()
         return stt
     openai = _openai()
     keywords = sorted({w for r in routes.routes for p in r.phrases for w in p.split()})

@@ -49,6 +49,8 @@ from .handback import HANDBACK_TOOL_NAME, HandbackContext, handback_tool, load_p
 from .intent_llm import IntentLLM, no_input_note, no_match_note
 from .routes import InputMode, Route, Routes
 from .session_io import CALL_SAMPLE_RATE, CallAudioInput, CallAudioOutput
+from .speech.espeak_tts import EspeakTTS
+from .speech.pocketsphinx_stt import PocketsphinxSessionSTT, PocketsphinxSTT
 
 __all__ = [
     "RoutingAgent",
@@ -376,6 +378,11 @@ class VoiceAgentRunner:
     edge); ``llm`` defaults to the offline :class:`IntentLLM` of the routes, and any
     ``llm.LLM`` (an OpenAI-compatible one) can replace it.  ``session_options`` go to
     ``AgentSession`` as they are (turn handling, endpointing...).
+
+    A :class:`~.speech.PocketsphinxSTT` with a VAD is streamed (``stream_stt``, default True):
+    each session gets :meth:`~.speech.PocketsphinxSTT.for_session`, which decodes while the
+    caller speaks, opened by the session's VAD; else LiveKit wraps the STT in a
+    ``StreamAdapter`` (a second VAD, and decoding after the end of the turn).
     """
 
     def __init__(
@@ -391,6 +398,7 @@ class VoiceAgentRunner:
         media_wait: float = 10.0,
         session_options: Mapping[str, Any] | None = None,
         keep_transcripts: int = 256,
+        stream_stt: bool = True,
     ) -> None:
         self.routes = routes
         self.stt = stt
@@ -402,6 +410,11 @@ class VoiceAgentRunner:
         self.media_wait = media_wait
         self.session_options = dict(session_options or {})
         self.keep_transcripts = keep_transcripts
+        self.stream_stt = stream_stt
+        if isinstance(tts, EspeakTTS):
+            # The goodbyes are said the moment a route is chosen: have them ready.
+            goodbyes = [r.goodbye for r in (*routes.routes, routes.fallback) if r.goodbye]
+            tts.prerender(goodbyes)
         self.transcripts: OrderedDict[str, list[TranscriptLine]] = OrderedDict()
         """Per call id, the transcript of the last ``keep_transcripts`` calls."""
         self.contexts: dict[str, HandbackContext] = {}
@@ -429,9 +442,23 @@ class VoiceAgentRunner:
             "aec_warmup_duration": None,  # no echo canceller to warm up on a G.711 leg
         }
         options.update(self.session_options)
+        stt = self.stt
+        streaming: PocketsphinxSessionSTT | None = None
+        if isinstance(stt, PocketsphinxSTT) and self.vad is not None and self.stream_stt:
+            # Decoded while the caller speaks: the session's VAD opens each utterance (below)
+            # and LiveKit flushes it at the VAD's end of speech (manual_flush).
+            stt = streaming = stt.for_session()
         session: AgentSession[HandbackContext] = AgentSession(
-            stt=self.stt, vad=self.vad, llm=self.llm, tts=self.tts, userdata=state, **options
+            stt=stt, vad=self.vad, llm=self.llm, tts=self.tts, userdata=state, **options
         )
+        if streaming is not None:
+            opened = streaming
+
+            def on_user_state(ev: UserStateChangedEvent) -> None:
+                if ev.new_state == "speaking":
+                    opened.speech_started()
+
+            session.on("user_state_changed", on_user_state)
         audio_in = CallAudioInput(media, sample_rate=self.input_sample_rate)
         audio_out = CallAudioOutput(media)
         session.input.audio = audio_in

@@ -7,13 +7,21 @@ synthesizes is what the caller hears, with no resampling on the way out. espeak-
 Synthesis runs in a thread. espeak-ng is called through ctypes, which releases the GIL during
 the call, so the event loop keeps running; the library is not re-entrant and
 :mod:`byeline.speech.espeak` serialises it with a lock (a greeting takes a few tens of ms).
+
+The prompts an agent says are few and fixed (greeting, reprompts, the routes' goodbyes), so the
+audio of the last :data:`CACHE_ENTRIES` texts is kept, keyed by text, voice and rate: the same
+text gives the same samples every time (espeak-ng alone is not bit-exact from one run to the
+next), with no thread hop and no lock wait behind another call's synthesis at the moment a
+goodbye must start. :class:`~byeline.agent.routing_agent.VoiceAgentRunner` pre-renders the
+routes' goodbyes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Never
+from collections import OrderedDict
+from typing import Final, Never
 
 from livekit.agents import APIConnectOptions, tts
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS
@@ -23,6 +31,8 @@ from ...speech.espeak import synthesize
 __all__ = ["EspeakTTS"]
 
 SAMPLE_RATE = 8000
+CACHE_ENTRIES: Final = 64
+"""Synthesized texts kept per :class:`EspeakTTS` (a 3 s prompt at 8 kHz is 48 kB)."""
 
 
 class EspeakTTS(tts.TTS[Never]):
@@ -36,6 +46,30 @@ class EspeakTTS(tts.TTS[Never]):
             num_channels=1,
         )
         self.voice = voice
+        self._cache: OrderedDict[tuple[str, str, int], bytes] = OrderedDict()
+
+    def prerender(self, texts: list[str]) -> None:
+        """Synthesize ``texts`` into the cache now (blocking: call it at start-up)."""
+        for text in texts:
+            key = (text, self.voice, self.sample_rate)
+            if key not in self._cache:
+                self._cache[key] = synthesize(text, self.voice, rate=self.sample_rate)
+        while len(self._cache) > CACHE_ENTRIES:
+            self._cache.popitem(last=False)
+
+    async def render(self, text: str) -> bytes:
+        """``text`` as 16-bit mono PCM at :attr:`sample_rate`, from the cache when it was said
+        before."""
+        key = (text, self.voice, self.sample_rate)
+        pcm = self._cache.get(key)
+        if pcm is not None:
+            self._cache.move_to_end(key)
+            return pcm
+        pcm = await asyncio.to_thread(synthesize, text, self.voice, rate=self.sample_rate)
+        self._cache[key] = pcm
+        while len(self._cache) > CACHE_ENTRIES:
+            self._cache.popitem(last=False)
+        return pcm
 
     @property
     def model(self) -> str:
@@ -59,9 +93,7 @@ class EspeakChunkedStream(tts.ChunkedStream):
         self._espeak = tts
 
     async def _run(self, output_emitter: tts.AudioEmitter) -> None:
-        pcm = await asyncio.to_thread(
-            synthesize, self.input_text, self._espeak.voice, rate=self._espeak.sample_rate
-        )
+        pcm = await self._espeak.render(self.input_text)
         output_emitter.initialize(
             request_id=uuid.uuid4().hex,
             sample_rate=self._espeak.sample_rate,
