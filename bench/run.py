@@ -478,7 +478,7 @@ def search_rate(
     if confirm_s > ramp_s and good:
         candidate = good
         confirmed = 0
-        for _ in range(2):
+        for _ in range(3):  # the rate, then 85 % and 72 % of it
             if run(candidate, confirm_s, "confirm"):
                 confirmed = candidate
                 break
@@ -846,6 +846,9 @@ def main() -> int:
         help="measure byeline as committed at REF (e.g. HEAD) instead of the working tree",
     )
     parser.add_argument(
+        "--media-steps", metavar="N,N,...", help="concurrent-call steps of the media run"
+    )
+    parser.add_argument(
         "--step",
         type=int,
         metavar="RATE",
@@ -869,6 +872,11 @@ def main() -> int:
         "bisect": 0 if quick else 2,
         "media_steps": [50, 200] if quick else [100, 300, 600, 900, 1200, 1500, 1800],
         "media_hold_s": 5.0 if quick else 10.0,
+        **(
+            {"media_steps": [int(n) for n in args.media_steps.split(",")]}
+            if args.media_steps
+            else {}
+        ),
         "hold_ms": args.hold_ms,
     }
     report: dict[str, Any] = {"mode": mode, "environment": environment(), "notes": []}
