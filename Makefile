@@ -50,7 +50,7 @@ test: $(STAMP) test-deps lint
 bench: $(STAMP) sipp
 	$(PY) bench/run.py
 	$(PY) bench/plot.py bench/out/report.json -o bench/out/capacity-media.svg
-	$(PY) bench/handback.py --runs 3 --json bench/out/handback.json
+	$(PY) bench/handback.py --runs 2 --json bench/out/handback.json
 	$(PY) bench/speech.py --json bench/out/speech.json
 	$(PY) bench/srtp_cost.py --calls 200 --seconds 5
 
