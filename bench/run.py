@@ -41,6 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from snapshot import take_snapshot
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 VENV_BIN = Path(sys.executable).parent
@@ -70,21 +72,10 @@ T0 = time.monotonic()
 SERVER_ENV: dict[str, str] = dict(os.environ)
 
 
-def take_snapshot(ref: str, work: Path) -> str:
-    """Extract ``ref``'s src/ into ``work`` and import byeline from there; returns the commit."""
-    commit = subprocess.run(
-        ["git", "-C", str(ROOT), "rev-parse", "--short", ref],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    dest = work / "snapshot"
-    dest.mkdir()
-    archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", ref, "src"], capture_output=True, check=True
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
-    SERVER_ENV["PYTHONPATH"] = str(dest / "src")
+def use_snapshot(ref: str, work: Path) -> str:
+    """Import byeline from ``ref``'s src/ in every server started from now on; the commit."""
+    commit, src = take_snapshot(ref, work)
+    SERVER_ENV["PYTHONPATH"] = str(src)
     return commit
 
 
@@ -883,7 +874,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="byeline-bench-"))
     log(f"work directory {work}; mode {'quick' if quick else 'default'}")
     if args.snapshot:
-        report["environment"]["measured"] = f"git snapshot {take_snapshot(args.snapshot, work)}"
+        report["environment"]["measured"] = f"git snapshot {use_snapshot(args.snapshot, work)}"
     else:
         report["environment"]["measured"] = "working tree"
     log(f"measuring byeline from the {report['environment']['measured']}")

@@ -43,6 +43,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from snapshot import take_snapshot
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # -- the messages of one call, shaped as SIPp sends them and as byeline answers --------------------
@@ -336,23 +338,6 @@ def child(args: argparse.Namespace) -> None:
 # -- the parent: fresh databases, fresh interpreters, alternating variants -------------------------
 
 
-def take_snapshot(ref: str, work: Path) -> str:
-    """Extract ``ref``'s src/ into ``work/snapshot``; returns the short commit."""
-    commit = subprocess.run(
-        ["git", "-C", str(ROOT), "rev-parse", "--short", ref],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    dest = work / "snapshot"
-    dest.mkdir()
-    archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", ref, "src"], capture_output=True, check=True
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
-    return commit
-
-
 def measure(
     args: argparse.Namespace, db: str, spool: Path, pythonpath: str | None
 ) -> dict[str, Any]:
@@ -416,8 +401,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="byeline-store-cost-"))
     variants: list[tuple[str, str | None]] = []
     if args.snapshot:
-        commit = take_snapshot(args.snapshot, work)
-        variants.append((f"{args.snapshot} ({commit})", str(work / "snapshot" / "src")))
+        commit, src = take_snapshot(args.snapshot, work)
+        variants.append((f"{args.snapshot} ({commit})", str(src)))
     variants.append(("working tree", str(ROOT / "src")))
     backends = [] if args.no_sqlite else ["sqlite"]
     cluster: Any = None
