@@ -270,16 +270,11 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
 
 
-def sipp_step(
-    kind: str, rate: int, duration: float, work: Path, hold_ms: int, **server_extra: Any
-) -> dict[str, Any]:
-    """One fixed-rate SIPp run against a fresh UAS; counters, latencies, CPU, verdict."""
-    step_dir = Path(tempfile.mkdtemp(prefix=f"{kind}-{rate}-", dir=work))
-    port = 15100 + (int(time.monotonic() * 10) % 400) * 2
-    server = start_server(kind, port, step_dir, **server_extra)
-    calls = int(rate * duration)
-    scen = scenario(step_dir, hold_ms)
-    argv = [
+def sipp_uac(
+    port: int, scen: Path, rate: int, calls: int, media_port: int, timeout: float
+) -> list[str]:
+    """SIPp as the Five9 UAC: ``calls`` calls of ``scen`` at ``rate`` to the UAS on ``port``."""
+    return [
         "sipp",
         f"127.0.0.1:{port}",
         "-sf",
@@ -293,14 +288,30 @@ def sipp_step(
         "-mi",
         "127.0.0.1",
         "-mp",
-        str(50000 + port % 1000 * 4),
+        str(media_port),
         "-m",
         str(calls),
         "-r",
         str(rate),
+        "-nostdin",
+        "-timeout",
+        f"{int(timeout)}s",
+    ]
+
+
+def sipp_step(
+    kind: str, rate: int, duration: float, work: Path, hold_ms: int, **server_extra: Any
+) -> dict[str, Any]:
+    """One fixed-rate SIPp run against a fresh UAS; counters, latencies, CPU, verdict."""
+    step_dir = Path(tempfile.mkdtemp(prefix=f"{kind}-{rate}-", dir=work))
+    port = 15100 + (int(time.monotonic() * 10) % 400) * 2
+    server = start_server(kind, port, step_dir, **server_extra)
+    calls = int(rate * duration)
+    scen = scenario(step_dir, hold_ms)
+    argv = [
+        *sipp_uac(port, scen, rate, calls, 50000 + port % 1000 * 4, duration + 20),
         "-l",
         str(max(1000, rate * 10)),
-        "-nostdin",
         "-buff_size",
         str(4 << 20),
         "-trace_stat",
@@ -311,8 +322,6 @@ def sipp_step(
         "-trace_rtt",
         "-rtt_freq",
         "1",
-        "-timeout",
-        f"{int(duration + 20)}s",
     ]
     s0, b0, w0 = proc_sample(server.pid), cores_busy(), time.monotonic()
     uac = subprocess.Popen(
@@ -631,30 +640,7 @@ def profile_signalling(pyspy: str, work: Path, rate: int, seconds: float) -> dic
     port = 15040
     server = start_server("byeline", port, step_dir)
     scen = scenario(step_dir, 0)
-    calls = str(int(rate * (seconds + 3)))
-    argv = [
-        "sipp",
-        f"127.0.0.1:{port}",
-        "-sf",
-        str(scen),
-        "-s",
-        SERVICE,
-        "-i",
-        "127.0.0.1",
-        "-p",
-        str(port + 1),
-        "-mi",
-        "127.0.0.1",
-        "-mp",
-        "54000",
-        "-m",
-        calls,
-        "-r",
-        str(rate),
-        "-nostdin",
-        "-timeout",
-        f"{int(seconds + 20)}s",
-    ]
+    argv = sipp_uac(port, scen, rate, int(rate * (seconds + 3)), 54000, seconds + 20)
     uac = subprocess.Popen(
         pinned(LOAD_CORE, argv), cwd=step_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
