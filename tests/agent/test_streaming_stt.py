@@ -185,3 +185,65 @@ async def test_tts_cache_returns_identical_audio_without_synthesizing_again(
     other_voice = EspeakTTS(voice="en")
     await other_voice.synthesize("Connecting you to billing.").collect()
     assert len(calls) == 3  # the cache is per voice (and per TTS)
+
+
+async def test_a_worker_dying_mid_utterance_loses_that_utterance_only(
+    routes: Routes, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    model = language_model_for_routes(routes, cache_dir=tmp_path_factory.mktemp("lm"))
+    pool = DecoderWorkers(1)
+    try:
+        session_stt = PocketsphinxSTT(language_model=model).for_session(workers=pool)
+        stream = session_stt.stream()
+        pcm = phone_line(RECORDINGS[0])
+        events: list[agents_stt.SpeechEvent] = []
+
+        async def read() -> None:
+            async for event in stream:
+                events.append(event)
+
+        def finals() -> list[str]:
+            return [
+                e.alternatives[0].text
+                for e in events
+                if e.type == agents_stt.SpeechEventType.FINAL_TRANSCRIPT
+            ]
+
+        def ends() -> int:
+            return sum(1 for e in events if e.type == agents_stt.SpeechEventType.END_OF_SPEECH)
+
+        async def utterance(kill_worker: bool = False) -> None:
+            session_stt.speech_started()
+            for i in range(0, len(pcm), 320):
+                stream.push_frame(rtc.AudioFrame(pcm[i : i + 320], 8000, 1, 160))
+                if i % 3200 == 0:
+                    await asyncio.sleep(0.01)
+                if kill_worker and i == 320 * 100:  # the decoder process dies mid-utterance
+                    worker = pool._worker(0)
+                    worker.process.kill()
+                    async with asyncio.timeout(10):
+                        while worker.alive:
+                            await asyncio.sleep(0.01)
+            stream.flush()
+
+        reader = asyncio.create_task(read())
+        await utterance()
+        async with asyncio.timeout(20):
+            while ends() < 1:
+                await asyncio.sleep(0.01)
+        await utterance(kill_worker=True)
+        async with asyncio.timeout(20):
+            while ends() < 2:
+                await asyncio.sleep(0.01)
+        await utterance()  # a new worker takes it
+        async with asyncio.timeout(30):
+            while ends() < 3:
+                await asyncio.sleep(0.01)
+        stream.end_input()
+        async with asyncio.timeout(10):
+            await reader  # the stream ends cleanly: no error escaped
+        await stream.aclose()
+        assert ends() == 3
+        assert [route_of(routes, text) for text in finals()] == ["billing", "billing"]
+    finally:
+        pool.close()

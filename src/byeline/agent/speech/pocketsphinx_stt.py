@@ -365,9 +365,17 @@ class _Handle:
         self.worker = worker
         self.key = key
         self.done = False
+        self.lost = False
 
     def feed(self, pcm: bytes) -> None:
-        self.worker.send(("audio", self.key, pcm))
+        # A worker that died mid-utterance loses this utterance only: finish() reports it, and
+        # the next utterance gets a new worker.  Raising here would end the caller's whole stream.
+        if self.lost:
+            return
+        try:
+            self.worker.send(("audio", self.key, pcm))
+        except APIConnectionError:
+            self.lost = True
 
     async def finish(self) -> Transcript:
         future = self.worker.expect(self.key)
@@ -574,13 +582,24 @@ class PocketsphinxRecognizeStream(stt.RecognizeStream):
             self._session_stt._forget(self)
 
     async def _emit_final(self, utterance: _Handle, previous: asyncio.Task[None] | None) -> None:
-        transcript = await utterance.finish()
+        transcript: Transcript | None
+        try:
+            transcript = await utterance.finish()
+        except Exception as exc:
+            # One utterance lost (a worker error or a dead worker), not the rest of the call: the
+            # turn still ends, with nothing heard, and the next utterance is recognised as usual.
+            log.warning("pocketsphinx: utterance not recognised: %s", exc)
+            transcript = None
         if previous is not None:
-            await previous  # transcripts in the order of their utterances
-        self.utterances.append(transcript)
+            # Transcripts in the order of their utterances; the previous one failed on its own.
+            with contextlib.suppress(Exception):
+                await previous
         self._event_ch.send_nowait(
             stt.SpeechEvent(type=stt.SpeechEventType.END_OF_SPEECH, speech_end_time=time.time())
         )
+        if transcript is None:
+            return
+        self.utterances.append(transcript)
         if not transcript.text:
             return
         self._event_ch.send_nowait(
