@@ -1209,3 +1209,14 @@ def test_headers_index_follows_changes() -> None:
     fresh = Headers()
     fresh.add("X-C", "4")  # no index yet: built on the first lookup
     assert fresh.get("x-c") == "4"
+
+
+def test_structured_parses_are_cached_only_for_values_of_ordinary_length() -> None:
+    from byeline.sip import message
+
+    short = "sip:+18005550100@198.51.100.7:5060"
+    assert parse_uri(short) is parse_uri(short)  # shared: sipmessage's values are frozen
+    before = message._cached_uri.cache_info().currsize
+    long_uri = "sip:" + "a" * 5000 + "@example.com"
+    assert parse_uri(long_uri).user == "a" * 5000
+    assert message._cached_uri.cache_info().currsize == before  # a 5 kB key is never kept

@@ -152,6 +152,7 @@ _TAG = re.compile(r";\s*tag\s*=\s*([^;,\s>]+)", re.IGNORECASE)
 _PARAM_BRANCH = re.compile(r";\s*branch\s*=\s*([^;,\s]+)", re.IGNORECASE)
 
 
+_CACHED_LENGTH = 256  # the longest name or value the parse caches keep (their keys are wire text)
 _KEYS: dict[str, str] = {}
 _CANONICAL_NAMES: dict[str, str] = {}
 
@@ -161,7 +162,7 @@ def _key(name: str) -> str:
     key = _KEYS.get(name)
     if key is None:
         key = canonical_name(name).lower()
-        if len(_KEYS) < 4096:
+        if len(_KEYS) < 4096 and len(name) <= _CACHED_LENGTH:
             _KEYS[name] = key
     return key
 
@@ -171,7 +172,7 @@ def _canonical(name: str) -> str:
     canonical = _CANONICAL_NAMES.get(name)
     if canonical is None:
         canonical = canonical_name(name)
-        if len(_CANONICAL_NAMES) < 4096:
+        if len(_CANONICAL_NAMES) < 4096 and len(name) <= _CACHED_LENGTH:
             _CANONICAL_NAMES[name] = canonical
     return canonical
 
@@ -386,7 +387,7 @@ class Message:
             if name not in tokens:
                 if not grammar.is_token(name):
                     raise ValueError(f"header name {name!r} is not a token")
-                if len(tokens) < 4096:
+                if len(tokens) < 4096 and len(name) <= _CACHED_LENGTH:
                     tokens.add(name)
             if "\n" in value or "\r" in value:
                 raise ValueError(f"line break in the value of header {name}")
@@ -468,25 +469,28 @@ def header_tag(value: str | None) -> str | None:
 
 
 # sipmessage's values are frozen dataclasses, so a parse can be shared: Five9 sends the same
-# Request-URI, To and Contact on every call, and a call's From is read more than once.
+# Request-URI, To and Contact on every call, and a call's From is read more than once.  Only
+# values of ordinary length are cached (_CACHED_LENGTH): a peer sending unique 64 kB URIs must
+# not pin the cache's worth of them in memory.
+
+_cached_address = functools.lru_cache(maxsize=2048)(Address.parse)
+_cached_uri = functools.lru_cache(maxsize=2048)(URI.parse)
+_cached_via = functools.lru_cache(maxsize=512)(Via.parse)
 
 
-@functools.lru_cache(maxsize=2048)
 def parse_address(value: str) -> Address:
     """Parse a name-addr or addr-spec (From, To, Contact) with sipmessage."""
-    return Address.parse(value)
+    return _cached_address(value) if len(value) <= _CACHED_LENGTH else Address.parse(value)
 
 
-@functools.lru_cache(maxsize=2048)
 def parse_uri(value: str) -> URI:
     """Parse a SIP/SIPS/TEL URI with sipmessage."""
-    return URI.parse(value)
+    return _cached_uri(value) if len(value) <= _CACHED_LENGTH else URI.parse(value)
 
 
-@functools.lru_cache(maxsize=512)
 def parse_via(value: str) -> Via:
     """Parse one Via entry with sipmessage."""
-    return Via.parse(value)
+    return _cached_via(value) if len(value) <= _CACHED_LENGTH else Via.parse(value)
 
 
 _REQUIRED = ("Via", "From", "To", "Call-ID", "CSeq")
@@ -576,7 +580,7 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
             if not colon or not grammar.is_token(name):
                 fault = fault or f"malformed header line {line[:60]!r}"
                 break
-            if len(tokens) < 4096:
+            if len(tokens) < 4096 and len(name) <= _CACHED_LENGTH:
                 tokens.add(name)
         elif not colon:
             fault = fault or f"malformed header line {line[:60]!r}"
