@@ -1606,7 +1606,11 @@ def _address_uri(value: str) -> URI:
     and without the tag (new on every call) the parse is a cache hit for every call of a trunk.
     """
     gt = value.rfind(">")
-    return parse_address(value[: gt + 1] if gt >= 0 else value).uri
+    if gt >= 0:
+        with contextlib.suppress(ValueError):
+            return parse_address(value[: gt + 1]).uri
+    # No name-addr, or a ">" inside a quoted parameter value: the whole value, as sent.
+    return parse_address(value).uri
 
 
 def _from_user(request: Request) -> str | None:
