@@ -489,10 +489,11 @@ class Statements:
         self.trace_copy: Final = (
             f"COPY {self._quote(sip_messages.name)} "
             f"({', '.join(self._quote(name) for name in _TRACE_COLUMNS)}) FROM STDIN"
-            if dialect.name == "postgresql"
+            if dialect.name == "postgresql" and dialect.driver == "psycopg"
             else None
         )
-        """PostgreSQL: SIP messages go in by COPY, about twice cheaper per row than INSERT."""
+        """PostgreSQL through psycopg 3 (the driver byeline installs): SIP messages go in by COPY,
+        about twice cheaper per row than INSERT; other drivers insert them."""
         self.transcript_insert: Final = self._insert(transcripts, _TRANSCRIPT_COLUMNS)
         key = self._quote("call_id")
         self._upsert_head = (
