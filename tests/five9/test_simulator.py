@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -103,6 +104,27 @@ def test_calls_take_rtp_ports_round_robin() -> None:
     second = allocator.allocate("127.0.0.1")
     allocator.release(second)
     assert second != first
+
+
+async def test_a_cancelled_call_gives_its_rtp_port_back() -> None:
+    # Nobody answers on this port: the call waits for a final response and is cancelled.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        plan = CallPlan(
+            target=f"127.0.0.1:{silent.getsockname()[1]}",
+            call_variables=default_call_variables(ani="+15555550100", dnis="+18005550100"),
+            timeout=30,
+            rtp_ports=(47200, 47300),
+        )
+        task = asyncio.create_task(place_call(plan))
+        allocator = simulator._port_allocator(plan.rtp_ports)
+        async with asyncio.timeout(5):
+            while not allocator.in_use:
+                await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert not allocator.in_use  # the shared allocator has it back, for the calls that follow
 
 
 async def test_caller_hangs_up_first(edge: App) -> None:

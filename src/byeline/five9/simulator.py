@@ -255,6 +255,7 @@ class Five9Call:
         self._invite_txn: ClientInviteTransaction | None = None
         self._bye_txn: ClientTransaction | None = None
         self._handles: dict[int, asyncio.TimerHandle] = {}
+        self._closed = False
         self._dialog: Dialog | None = None
         self._answered = asyncio.Event()
         self._final = asyncio.Event()
@@ -518,48 +519,53 @@ class Five9Call:
             raise CallFailed(f"cannot reach {plan.target}: {exc}") from None
         media_ip = self._flow.local[0]
         self._rtp_port = self._allocator.allocate(media_ip)
-        offer_ip, offer_port = self._media_relay or (media_ip, self._rtp_port)
-        self._offer = sdp.create_offer(
-            offer_ip,
-            offer_port,
-            session_id=secrets.randbelow(10**9),
-            session_version=1,
-            srtp=self.plan.srtp,
-        )
-        self._t0 = time.monotonic()
-        self.outcome.sip_call_id = self._call_id
-        self._start_invite(self._build_invite(hostpart))
         try:
-            await asyncio.wait_for(self._final.wait(), plan.timeout)
-        except TimeoutError:
-            self.outcome.error = f"no final response within {plan.timeout:.0f} s"
-        if not self.outcome.answered:
-            await self._close()
-            reason = self.outcome.error or (
-                f"{self.outcome.final_code} {self.outcome.final_reason}".strip()
+            offer_ip, offer_port = self._media_relay or (media_ip, self._rtp_port)
+            self._offer = sdp.create_offer(
+                offer_ip,
+                offer_port,
+                session_id=secrets.randbelow(10**9),
+                session_version=1,
+                srtp=self.plan.srtp,
             )
-            raise CallFailed(f"call not answered: {reason}")
-        await self._start_media()
-        script = asyncio.ensure_future(self._run_script())
-        remaining = max(0.0, plan.timeout - (time.monotonic() - self._t0))
-        try:
-            await asyncio.wait_for(self._ended.wait(), remaining)
-        except TimeoutError:
-            self.outcome.hung_up_by = "timeout"
-            self.outcome.error = f"no BYE within the {plan.timeout:.0f} s timeout"
-            await self._send_bye()
-        script.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await script
-        self._collect_rtp_stats()
-        if self._media is not None:
-            self._media.close()
-        if self.outcome.hung_up_by == "agent" and not self._flow.reliable:
-            await self._linger()
-        await self._close()
-        if plan.record is not None:
-            _write_wav(plan.record, b"".join(self._recorded))
-        return self.outcome
+            self._t0 = time.monotonic()
+            self.outcome.sip_call_id = self._call_id
+            self._start_invite(self._build_invite(hostpart))
+            try:
+                await asyncio.wait_for(self._final.wait(), plan.timeout)
+            except TimeoutError:
+                self.outcome.error = f"no final response within {plan.timeout:.0f} s"
+            if not self.outcome.answered:
+                await self._close()
+                reason = self.outcome.error or (
+                    f"{self.outcome.final_code} {self.outcome.final_reason}".strip()
+                )
+                raise CallFailed(f"call not answered: {reason}")
+            await self._start_media()
+            script = asyncio.ensure_future(self._run_script())
+            remaining = max(0.0, plan.timeout - (time.monotonic() - self._t0))
+            try:
+                await asyncio.wait_for(self._ended.wait(), remaining)
+            except TimeoutError:
+                self.outcome.hung_up_by = "timeout"
+                self.outcome.error = f"no BYE within the {plan.timeout:.0f} s timeout"
+                await self._send_bye()
+            script.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await script
+            self._collect_rtp_stats()
+            if self._media is not None:
+                self._media.close()
+            if self.outcome.hung_up_by == "agent" and not self._flow.reliable:
+                await self._linger()
+            await self._close()
+            if plan.record is not None:
+                _write_wav(plan.record, b"".join(self._recorded))
+            return self.outcome
+        finally:
+            # Cancelled or failed part-way too: the port goes back to the allocator every call of
+            # this process shares, and the sockets are closed (a no-op after a normal end).
+            await self._close()
 
     async def _linger(self) -> None:
         """Answer retransmitted BYEs until they stop (bounded by 64*T1): a lost 200 OK of ours
@@ -663,6 +669,9 @@ class Five9Call:
         self.outcome.rtp_jitter_ms = stats.jitter_ms
 
     async def _close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         for handle in self._handles.values():
             handle.cancel()
         self._handles.clear()
