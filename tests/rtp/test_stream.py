@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from byeline.rtp.dtmf import DtmfReceiver, TelephoneEvent
 from byeline.rtp.g711 import PCMA, PCMU, alaw_encode, ulaw_decode, ulaw_encode
 from byeline.rtp.packet import RtcpBye, RtcpReceiverReport, RtpPacket
-from byeline.rtp.stream import MediaStream
+from byeline.rtp.stream import RELATCH_QUIET, MediaStream
 
 SDP = ("192.0.2.10", 20000)
 NAT = ("198.51.100.7", 31000)
@@ -74,7 +74,9 @@ def test_without_symmetric_rtp_sdp_address_wins() -> None:
     assert stream.statistics.packets_received == 2
     stream.receive(audio(3), ("203.0.113.1", 1), 0.04)  # only the latched source is accepted
     assert stream.foreign_source == 1
-    stream.receive(audio(4), SDP, 0.06)  # ...and the SDP address, which takes over
+    stream.receive(audio(4), SDP, 0.06)  # the SDP address too, but not while NAT is talking
+    assert stream.foreign_source == 2
+    stream.receive(audio(5), SDP, 0.02 + RELATCH_QUIET)  # NAT silent since 0.02 s: it takes over
     assert stream.remote_source == SDP
     assert stream.relatched_to_sdp == 1
 
@@ -85,16 +87,28 @@ def test_stale_sender_on_a_reused_port_cannot_lock_out_the_sdp_peer() -> None:
     stale = ("192.0.2.99", 40000)
     stream.receive(audio(1, ssrc=0xDEAD), stale, 0.0)
     assert stream.remote_address == stale
-    # The caller the SDP names starts sending: it takes over, both ways.
+    # The caller the SDP names starts sending; once the stale sender is quiet, it takes over,
+    # both ways.
     stream.receive(audio(500, ssrc=0xBEEF), SDP, 0.02)
-    stream.receive(audio(501, ssrc=0xBEEF), SDP, 0.04)
+    assert stream.remote_source == stale and stream.foreign_source == 1
+    stream.receive(audio(501, ssrc=0xBEEF), SDP, RELATCH_QUIET)
+    stream.receive(audio(502, ssrc=0xBEEF), SDP, RELATCH_QUIET + 0.02)
     assert stream.remote_source == SDP
     assert stream.remote_address == SDP
     assert stream.remote_ssrc == 0xBEEF
     # The stale sender is now the foreign one.
-    stream.receive(audio(2, ssrc=0xDEAD), stale, 0.06)
-    assert stream.foreign_source == 1
+    stream.receive(audio(2, ssrc=0xDEAD), stale, RELATCH_QUIET + 0.04)
+    assert stream.foreign_source == 2
     assert stream.relatched_to_sdp == 1
+
+
+def test_a_spoofed_packet_from_the_sdp_address_cannot_take_a_talking_peer() -> None:
+    stream = make_stream()
+    for i in range(5):
+        stream.receive(audio(i), NAT, 0.02 * i)  # the peer behind NAT talks
+    stream.receive(audio(900, ssrc=0x666), SDP, 0.09)
+    assert stream.remote_source == NAT
+    assert stream.relatched_to_sdp == 0
 
 
 def test_no_sdp_address_learns_from_first_packet() -> None:

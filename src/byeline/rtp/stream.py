@@ -63,6 +63,10 @@ class ReceiveStatistics:
     """Interarrival jitter in milliseconds."""
 
 
+RELATCH_QUIET: Final = 0.2
+"""Seconds the latched source must be silent before packets from the SDP address take over."""
+
+
 class MediaStream:
     """RTP for one call's audio stream, without I/O.
 
@@ -233,12 +237,14 @@ class MediaStream:
             if self.symmetric_rtp or self._remote_address is None:
                 self._remote_address = source
         elif source != self._source:
-            if source != self.sdp_address:
+            if source != self.sdp_address or now - self._last_rtp_time < RELATCH_QUIET:
                 self.foreign_source += 1
                 return None
-            # The address the peer's SDP names is never locked out by an earlier latch: the
-            # first packet may have come from a previous call's peer still sending to this
-            # (reused) port, and latching on it would drop the caller's own media and keys.
+            # The address the peer's SDP names is not locked out for good by an earlier latch:
+            # the first packet may have come from a previous call's peer still sending to this
+            # (reused) port, and keeping that latch would drop the caller's own media and keys.
+            # Only once the latched source has gone quiet, so that one packet spoofed from the
+            # SDP address cannot take the media of a peer behind NAT.
             self.relatched_to_sdp += 1
             self._source = source
             if self.symmetric_rtp:
