@@ -35,7 +35,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import socket
 import sqlite3
 import statistics
@@ -63,6 +62,7 @@ from byeline.five9.simulator import (  # noqa: E402
     place_call,
 )
 from byeline.five9.variables import default_call_variables  # noqa: E402
+from procs import proc_sample, stop_process  # noqa: E402
 
 EXAMPLES = ROOT / "src" / "byeline" / "examples"
 DNIS = "+18005550100"
@@ -72,7 +72,6 @@ SERVER_RTP_PORTS = "30000-39999"
 CALLER_RTP_PORTS = (50000, 59999)
 RAMP_PER_S = 100.0  # how fast the first N calls of a step are set up
 LINGER_S = 0.2  # the caller answers BYE retransmissions this long, then frees its call slot
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 RT_PRIORITY = ["chrt", "-r", "1"]
 
 
@@ -177,21 +176,10 @@ class Server:
         raise RuntimeError(f"byeline serve not ready in {timeout:.0f} s")
 
     def cpu_seconds(self) -> float:
-        try:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / CLK_TCK
-        except (OSError, IndexError):
-            return 0.0
+        return proc_sample(self.proc.pid)["cpu_s"]
 
     def stop(self) -> None:
-        """SIGTERM (the store is flushed on the way out), bounded; then SIGKILL."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop_process(self.proc, grace=30)
         self._log.close()
 
 

@@ -32,7 +32,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from procs import CLK_TCK, proc_sample, stop_process
 from snapshot import take_snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,7 +58,6 @@ PRIORITY = (
     else ["nice", "-n", "-10"]
 )
 SERVICE = "+18005550100"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 RAMP = [50, 100, 200, 400, 800, 1600, 3200, 6400, 12800, 25600]
 # Where each UAS's ramp starts: well below what it sustained in earlier runs (byeline and sippy
 # several hundred calls/s, SIPp's UAS thousands), so the steps go to the part that decides.
@@ -120,21 +119,6 @@ def ensure_pyspy() -> str | None:
 # -- /proc -----------------------------------------------------------------------------------------
 
 
-def proc_sample(pid: int) -> dict[str, float]:
-    """CPU seconds (all threads) and RSS (MB) of ``pid``; zeros if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-        rss = 0.0
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    rss = int(line.split()[1]) / 1024
-        return {"cpu_s": (int(fields[11]) + int(fields[12])) / CLK_TCK, "rss_mb": rss}
-    except (OSError, IndexError):
-        return {"cpu_s": 0.0, "rss_mb": 0.0}
-
-
 def cores_busy() -> float:
     """Busy seconds of cores 0 and 1 together (/proc/stat)."""
     total = 0.0
@@ -165,13 +149,7 @@ class Server:
         return self.proc.poll() is None
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
 
 
 def pinned(core: str, argv: list[str]) -> list[str]:

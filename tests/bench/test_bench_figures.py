@@ -18,6 +18,8 @@ SVG = "{http://www.w3.org/2000/svg}"
 
 
 def _load(name: str) -> ModuleType:
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))  # as when the script runs: its helpers sit beside it
     spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

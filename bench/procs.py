@@ -1,0 +1,35 @@
+"""The benchmark's own processes: CPU and memory from /proc, and a bounded stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_sample(pid: int) -> dict[str, float]:
+    """CPU seconds (all threads) and RSS (MB) of ``pid``; zeros if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        rss = 0.0
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    rss = int(line.split()[1]) / 1024
+        return {"cpu_s": (int(fields[11]) + int(fields[12])) / CLK_TCK, "rss_mb": rss}
+    except (OSError, IndexError):
+        return {"cpu_s": 0.0, "rss_mb": 0.0}
+
+
+def stop_process(proc: subprocess.Popen[bytes], grace: float = 15.0) -> None:
+    """SIGTERM (byeline flushes its store on the way out), ``grace`` seconds; then SIGKILL."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(grace / 3)
