@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint sipp test-deps venv clean
+.PHONY: demo test bench lint sipp test-deps venv clean native clean-native native-deps
 
 venv: $(STAMP)
 
@@ -14,6 +14,33 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
+
+# The call path compiled with mypyc (src/byeline/_native.py lists the modules): rebuilt when
+# one of its sources changes.  Without a C compiler the build fails and byeline runs as pure
+# Python, slower; `make test` requires the compiled modules.
+NATIVE_SOURCES := $(shell sed -n 's/^    "byeline\.\(.*\)",$$/\1/p' src/byeline/_native.py \
+  | tr . / | sed 's#^#src/byeline/#; s#$$#.py#')
+NATIVE_STAMP := build/native.stamp
+
+native: $(NATIVE_STAMP)
+
+$(NATIVE_STAMP): $(STAMP) $(NATIVE_SOURCES) src/byeline/_native.py scripts/native.py
+	@$(MAKE) --no-print-directory native-deps
+	$(PY) scripts/native.py
+	@mkdir -p build && touch $@
+
+# A C compiler and the headers of the venv's Python (Debian: gcc, python3-dev).
+native-deps:
+	@command -v cc >/dev/null 2>&1 || { \
+	  echo "installing gcc with apt-get"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc >/dev/null; }
+	@test -f "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" || { \
+	  echo "installing python3-dev with apt-get"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-dev >/dev/null; }
+
+clean-native:
+	$(PY) scripts/native.py --clean
+	rm -f $(NATIVE_STAMP)
 
 # SIPp (Debian's sip-tester) is the independent SIP peer of the tests and the demo.
 sipp:
@@ -32,7 +59,7 @@ test-deps: sipp
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-demo: $(STAMP) sipp
+demo: $(STAMP) native sipp
 	$(VENV)/bin/byeline demo
 
 LINT_DIRS := $(wildcard src tests bench fuzz scripts)
@@ -44,10 +71,10 @@ lint: $(STAMP)
 
 # The REQUIRE variables turn "not installed" skips into failures: a missing install
 # step must fail CI, not pass it quietly.
-test: $(STAMP) test-deps lint
-	BYELINE_REQUIRE_PG=1 BYELINE_REQUIRE_BROWSER=1 $(VENV)/bin/pytest -q
+test: $(STAMP) native test-deps lint
+	BYELINE_REQUIRE_PG=1 BYELINE_REQUIRE_BROWSER=1 BYELINE_REQUIRE_NATIVE=1 $(VENV)/bin/pytest -q
 
-bench: $(STAMP) sipp
+bench: $(STAMP) native sipp
 	$(PY) bench/run.py
 	$(PY) bench/plot.py bench/out/report.json -o bench/out/capacity-media.svg
 	$(PY) bench/handback.py --runs 2 --json bench/out/handback.json
@@ -55,4 +82,5 @@ bench: $(STAMP) sipp
 	$(PY) bench/srtp_cost.py --calls 200 --seconds 5
 
 clean:
+	test ! -x $(PY) || $(PY) scripts/native.py --clean
 	rm -rf $(VENV) build *.egg-info

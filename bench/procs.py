@@ -10,7 +10,10 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def proc_sample(pid: int) -> dict[str, float]:
-    """CPU seconds (all threads) and RSS (MB) of ``pid``; zeros if it is gone."""
+    """CPU seconds (all threads; ``sys_s`` the kernel's part) and RSS (MB) of ``pid``.
+
+    Zeros if it is gone.
+    """
     try:
         with open(f"/proc/{pid}/stat") as fh:
             fields = fh.read().rsplit(")", 1)[1].split()
@@ -19,9 +22,13 @@ def proc_sample(pid: int) -> dict[str, float]:
             for line in fh:
                 if line.startswith("VmRSS:"):
                     rss = int(line.split()[1]) / 1024
-        return {"cpu_s": (int(fields[11]) + int(fields[12])) / CLK_TCK, "rss_mb": rss}
+        return {
+            "cpu_s": (int(fields[11]) + int(fields[12])) / CLK_TCK,
+            "sys_s": int(fields[12]) / CLK_TCK,
+            "rss_mb": rss,
+        }
     except (OSError, IndexError):
-        return {"cpu_s": 0.0, "rss_mb": 0.0}
+        return {"cpu_s": 0.0, "sys_s": 0.0, "rss_mb": 0.0}
 
 
 def stop_process(proc: subprocess.Popen[bytes], grace: float = 15.0) -> None:

@@ -371,6 +371,7 @@ def sipp_step(
         "bye_200_p99_ms": percentile(rtd2, 99),
         "server_cpu_pct": round(100 * cpu, 1),
         "server_cpu_ms_per_call": round(1000 * (s1["cpu_s"] - s0["cpu_s"]) / max(1, ok_calls), 3),
+        "server_sys_ms_per_call": round(1000 * (s1["sys_s"] - s0["sys_s"]) / max(1, ok_calls), 3),
         "server_rss_mb": round(s1["rss_mb"], 1),
         "server_alive": alive,
         "server_exit_status_before_stop": exit_status,
@@ -845,7 +846,14 @@ def main() -> int:
     if args.step:
         for kind in [k for k in args.uas.split(",") if k]:
             step = sipp_step(kind, args.step, mode["ramp_s"], work, args.hold_ms)
-            keys = ("ok", "why", "server_cpu_ms_per_call", "server_cpu_pct", "server_rss_mb")
+            keys = (
+                "ok",
+                "why",
+                "server_cpu_ms_per_call",
+                "server_sys_ms_per_call",
+                "server_cpu_pct",
+                "server_rss_mb",
+            )
             print(kind, json.dumps({k: step.get(k) for k in keys}))
         shutil.rmtree(work, ignore_errors=True)
         return 0

@@ -14,12 +14,14 @@ BYE is built, always (LiveKit issue #404 lost headers there).
 from __future__ import annotations
 
 import asyncio
+import base64
 import enum
 import logging
-import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
+
+from byeline.sip.entropy import random_bytes
 
 if TYPE_CHECKING:
     from ..net.rtp import RtpEndpoint
@@ -85,7 +87,8 @@ class CallController(Protocol):
 
 def new_call_id() -> str:
     """Our call id, LiveKit's shape (``SCL_`` and random)."""
-    return "SCL_" + secrets.token_urlsafe(9).replace("-", "x").replace("_", "y")
+    text = base64.urlsafe_b64encode(random_bytes(9)).decode()
+    return "SCL_" + text.replace("-", "x").replace("_", "y")
 
 
 Listener = Callable[..., Any]

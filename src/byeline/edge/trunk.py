@@ -1251,8 +1251,8 @@ def validate_file(path: str | Path, *, routes_path: str | Path | None = None) ->
 
         try:
             routes = load_routes(routes_path)
-        except RoutesFileError as exc:
-            problems += exc.problems
+        except RoutesFileError as routes_exc:  # its own name: mypyc types `exc` once
+            problems += routes_exc.problems
         else:
             if trunk is not None:
                 problems += check_routes_against_trunk(routes, trunk)

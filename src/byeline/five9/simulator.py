@@ -23,7 +23,6 @@ import socket
 import ssl
 import time
 import wave
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -590,14 +589,16 @@ class Five9Call:
         except ValueError as exc:
             log.warning("unusable SDP answer: %s", exc)
             return
-        stream = _CallerStream(
-            self._key_sent,
+        stream = MediaStream(
             payload_type=neg.payload_type,
             telephone_event_pt=neg.telephone_event_pt or 101,
             remote_address=self._media_relay or neg.remote_rtp,
             timeout=3600,
             srtp=neg.srtp.context() if neg.srtp is not None else None,
         )
+        # The key's first packet on the wire, for key-sent -> BYE timing: ``send_dtmf`` only
+        # queues a key, it leaves on a later 20 ms tick.
+        stream.on_dtmf_start = self._key_sent
         self.outcome.srtp = neg.srtp is not None
         self._media = await RtpEndpoint.open(
             stream, self._allocator, port=self._rtp_port, on_audio=self._on_audio
@@ -680,25 +681,6 @@ class Five9Call:
         else:
             self._allocator.release(self._rtp_port)
         await self.transports.close()
-
-
-class _CallerStream(MediaStream):
-    """The caller's media stream: it also says when each key press starts on the wire.
-
-    ``send_dtmf`` only queues a key; its first packet leaves on a later 20 ms tick. That packet
-    is the one with the marker bit (RFC 4733 section 2.5.1.1), in the RTP header that SRTP
-    leaves in clear.
-    """
-
-    def __init__(self, on_key_sent: Callable[[], None], **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._on_key_sent = on_key_sent
-
-    def next_dtmf_packet(self) -> bytes | None:
-        packet = super().next_dtmf_packet()
-        if packet is not None and packet[1] & 0x80:
-            self._on_key_sent()
-        return packet
 
 
 _ALLOCATORS: dict[tuple[int, int], RtpPortAllocator] = {}

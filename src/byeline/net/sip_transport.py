@@ -13,7 +13,7 @@ import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 from ..sip.message import SipParseError, StreamFramer
 
@@ -265,7 +265,8 @@ class SipTransports:
                 reuse_address=True,
             )
             self._servers.append(server)
-            port = server.sockets[0].getsockname()[1]
+            # A list on uvloop, a tuple on asyncio (and in typeshed).
+            port = cast(Any, server).sockets[0].getsockname()[1]
         bound = ListenSpec(spec.transport, spec.host, port)
         self.bound.append(bound)
         return bound

@@ -18,6 +18,7 @@ from __future__ import annotations
 import random
 import struct
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -26,6 +27,7 @@ from byeline.rtp.g711 import PCMA, PCMU, BytesLike, decode, encode
 from byeline.rtp.jitterbuffer import JitterBuffer
 from byeline.rtp.packet import RtpPacket, is_rtcp
 from byeline.rtp.srtp import SrtpAuthenticationError, SrtpReplayError
+from byeline.sip.entropy import random_bytes
 
 if TYPE_CHECKING:
     from byeline.rtp.srtp import SrtpContext
@@ -39,6 +41,7 @@ COMFORT_NOISE: Final = 13
 """Static payload type of RFC 3389 comfort noise: media that keeps the call alive, no audio."""
 
 _RTP_HEADER = struct.Struct("!BBHII")
+_RANDOM_START = struct.Struct("!IHI")  # SSRC, first sequence number, first timestamp
 _SEQ_MOD = 1 << 16
 # RFC 3550 appendix A.1: jumps up to MAX_DROPOUT ahead are loss, up to MAX_MISORDER behind are
 # reordering; anything else is a restart of the sender, believed after two sequential packets.
@@ -158,17 +161,27 @@ class MediaStream:
         """Packets from the SSRC replaced by the current one, dropped."""
         self.srtp = srtp
         """The SRTP context, or None for plain RTP."""
+        self.on_dtmf_start: Callable[[], None] | None = None
+        """Called as the first packet of each key press is built (the one with the marker)."""
         self.srtp_auth_failures = 0
         """SRTP packets that failed authentication (wrong key, altered, not SRTP), dropped."""
         self.srtp_replays = 0
         """SRTP packets rejected as replayed or too old, dropped."""
 
         # Send state.
-        rng = rng or random.SystemRandom()
-        self.ssrc: int = rng.getrandbits(32)
-        self.sequence_number: int = rng.getrandbits(16)
+        # Random SSRC, first sequence number and timestamp (RFC 3550 §5.1, §8.1).
+        if rng is None:
+            ssrc, sequence_number, timestamp = _RANDOM_START.unpack(random_bytes(10))
+        else:
+            ssrc, sequence_number, timestamp = (
+                rng.getrandbits(32),
+                rng.getrandbits(16),
+                rng.getrandbits(32),
+            )
+        self.ssrc: int = ssrc
+        self.sequence_number: int = sequence_number
         """Sequence number of the next packet sent."""
-        self.timestamp: int = rng.getrandbits(32)
+        self.timestamp: int = timestamp
         """RTP timestamp of the next frame sent."""
         self.packets_sent = 0
         self.octets_sent = 0
@@ -446,6 +459,8 @@ class MediaStream:
             self._dtmf_packets.extend(sender.packets())
         event = self._dtmf_packets.popleft()
         second = (0x80 if event.marker else 0) | payload_type
+        if event.marker and self.on_dtmf_start is not None:
+            self.on_dtmf_start()
         packet = (
             _RTP_HEADER.pack(0x80, second, self.sequence_number, event.timestamp, self.ssrc)
             + event.payload

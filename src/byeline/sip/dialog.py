@@ -11,9 +11,9 @@
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass, field
 
+from .entropy import random_hex
 from .grammar import BRANCH_COOKIE
 from .message import Headers, Request, Response, header_tag
 from .transaction import TimerConfig, Transmit
@@ -51,12 +51,12 @@ REASONS = {
 
 def new_tag() -> str:
     """A fresh From/To tag (§19.3: at least 32 bits of randomness)."""
-    return secrets.token_hex(5)
+    return random_hex(5)
 
 
 def new_branch() -> str:
     """A fresh RFC 3261 branch with the magic cookie."""
-    return BRANCH_COOKIE + secrets.token_hex(8)
+    return BRANCH_COOKIE + random_hex(8)
 
 
 # Requests whose 1xx (other than 100) and 2xx responses create a dialog.

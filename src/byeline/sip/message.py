@@ -195,10 +195,11 @@ class Headers:
         self.memo: dict[str, object] = {}
         """Values derived from the headers (top Via, CSeq...), emptied by every change."""
 
-    @classmethod
-    def _parsed(cls, items: list[tuple[str, str]], keys: list[str]) -> Headers:
-        h = cls.__new__(cls)
-        h._items, h._keys, h._index, h.memo = items, keys, None, {}
+    @staticmethod
+    def _parsed(items: list[tuple[str, str]], keys: list[str]) -> Headers:
+        # The parser's own lines and keys, adopted as they are (already canonical).
+        h = Headers()
+        h._items, h._keys = items, keys
         return h
 
     def _positions(self, name: str) -> list[int]:

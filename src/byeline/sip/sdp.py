@@ -24,11 +24,10 @@ from __future__ import annotations
 import enum
 import functools
 import ipaddress
-import os
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields, replace
-from typing import AnyStr
+from dataclasses import dataclass, field, fields, replace
+from typing import cast, overload
 
 from byeline.rtp.srtp import (
     DEFAULT_OFFER_SUITES,
@@ -38,6 +37,7 @@ from byeline.rtp.srtp import (
     SrtpParams,
     suite_named,
 )
+from byeline.sip.entropy import random_bytes
 
 __all__ = [
     "Answer",
@@ -137,7 +137,11 @@ _KEY_IN_CRYPTO = re.compile(r"^(a=crypto:.*)$", re.MULTILINE)
 _INLINE_KEY = re.compile(r"(inline:)[^|;\s]+")
 
 
-def redact_keys(sdp: AnyStr) -> AnyStr:
+@overload
+def redact_keys(sdp: bytes) -> bytes: ...
+@overload
+def redact_keys(sdp: str) -> str: ...
+def redact_keys(sdp: str | bytes) -> str | bytes:
     """``sdp`` (or a whole SIP message) with every ``a=crypto`` inline key replaced by
     ``<redacted>``: SDES keys are secrets that travel in the SDP, keep them out of logs/traces."""
     if isinstance(sdp, bytes):
@@ -361,6 +365,10 @@ class MediaDescription:
     attributes: tuple[Attribute, ...] = ()
     #: ``i=``, ``b=``, ``k=`` and unknown lines, as (type letter, value), in received order.
     other: tuple[tuple[str, str], ...] = ()
+    #: rtpmaps and codecs derived once (not a field of its own: left out of init, eq and repr).
+    _memo: dict[str, object] = field(
+        default_factory=dict, init=False, compare=False, repr=False, hash=False
+    )
 
     @classmethod
     def parse_m_line(cls, value: str) -> MediaDescription:
@@ -430,13 +438,13 @@ class MediaDescription:
 
     def rtpmaps(self) -> dict[int, RtpMap]:
         """``a=rtpmap`` attributes by payload type (ValueError if one is malformed)."""
-        cached: dict[int, RtpMap] | None = self.__dict__.get("_rtpmaps")
+        cached = cast("dict[int, RtpMap] | None", self._memo.get("rtpmaps"))
         if cached is None:
             cached = {}
             for value in self.values("rtpmap"):
                 rtpmap = RtpMap.parse(value)
                 cached.setdefault(rtpmap.payload_type, rtpmap)
-            self.__dict__["_rtpmaps"] = cached
+            self._memo["rtpmaps"] = cached
         return dict(cached)
 
     def fmtp(self, payload_type: int) -> str | None:
@@ -453,7 +461,7 @@ class MediaDescription:
         A payload type without rtpmap is described from the RFC 3551 static table; a format that
         is neither (or not a number) is left out.
         """
-        cached: list[RtpMap] | None = self.__dict__.get("_codecs")
+        cached = cast("list[RtpMap] | None", self._memo.get("codecs"))
         if cached is None:
             maps = self.rtpmaps()
             cached = []
@@ -466,7 +474,7 @@ class MediaDescription:
                 elif pt in STATIC_PAYLOAD_TYPES:
                     name, rate = STATIC_PAYLOAD_TYPES[pt]
                     cached.append(RtpMap(pt, name, rate))
-            self.__dict__["_codecs"] = cached
+            self._memo["codecs"] = cached
         return list(cached)
 
     def serialize_lines(self) -> list[str]:
@@ -1135,7 +1143,7 @@ class MediaSession:
         Connection.for_ip(media_ip)
         if session_id is None:
             # RFC 4566 §5.2 only asks for a unique number; random beats a clock here.
-            session_id = int.from_bytes(os.urandom(6), "big")
+            session_id = int.from_bytes(random_bytes(6), "big")
         _check_port(media_port)
         self.media_ip = media_ip
         self.media_port = media_port

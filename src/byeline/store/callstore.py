@@ -386,7 +386,14 @@ class CallStore:
         self._put(CallWrite(call_id, _encode_fields(fields), time.time()))
 
     def trace(
-        self, call_id: str, *, at: float, direction: str, transport: str, peer: str, data: bytes
+        self,
+        call_id: str,
+        *,
+        at: float,
+        direction: str,
+        transport: str,
+        peer: str,
+        data: bytes | bytearray | memoryview,
     ) -> None:
         """Append one SIP message sent (``out``) or received (``in``) on behalf of ``call_id``."""
         # The edge's own arguments pass these exact-type checks; anything else (subclasses,
@@ -413,7 +420,13 @@ class CallStore:
             self._notify(operation)
 
     def _trace_checked(
-        self, call_id: str, at: float, direction: str, transport: str, peer: str, data: bytes
+        self,
+        call_id: str,
+        at: float,
+        direction: str,
+        transport: str,
+        peer: str,
+        data: bytes | bytearray | memoryview,
     ) -> None:
         if direction not in DIRECTIONS:
             raise ValueError(f"trace direction must be 'in' or 'out', not {direction!r}")

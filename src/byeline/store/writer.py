@@ -161,7 +161,7 @@ class GroupCommitWriter:
         self._rows = 0
         self._failures = 0
         self._lost_rows = 0
-        self._thread = threading.Thread(target=self._run, name="byeline-store-writer", daemon=True)
+        self._worker = threading.Thread(target=self._run, name="byeline-store-writer", daemon=True)
 
     # -- any thread ---------------------------------------------------------------------------
 
@@ -173,7 +173,7 @@ class GroupCommitWriter:
     @property
     def alive(self) -> bool:
         """Whether the writer thread is running."""
-        return self._thread.is_alive()
+        return self._worker.is_alive()
 
     @property
     def spool(self) -> Spool | None:
@@ -195,18 +195,18 @@ class GroupCommitWriter:
 
     def start(self) -> None:
         """Start the writer thread."""
-        self._thread.start()
+        self._worker.start()
 
     def stop(self, timeout: float | None = None) -> bool:
         """Ask the thread to finish pending work and exit; False if it did not within ``timeout``.
 
         Operations that raced in behind the stop request are written here, in the caller's thread.
         """
-        if self._thread.is_alive():
+        if self._worker.is_alive():
             self._queue.put(_STOP)
             self._urgent.set()
-            self._thread.join(timeout)
-            if self._thread.is_alive():
+            self._worker.join(timeout)
+            if self._worker.is_alive():
                 return False
         leftovers = self._drain()
         if leftovers:

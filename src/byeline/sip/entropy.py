@@ -1,0 +1,44 @@
+"""Random bytes for tags, branches and identifiers, drawn from the OS in blocks.
+
+RFC 3261 §19.3 wants tags and Call-IDs cryptographically random; ``os.urandom`` is, but it
+costs a ``getrandom`` system call each time, and a call needs several (To tag, call id, SDP
+session id).  The bytes here come from the same source, read 4 kB at a time and handed out
+once each.  A forked child starts with an empty pool, so parent and child never share bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+__all__ = ["random_bytes", "random_hex"]
+
+_BLOCK = 4096
+_pool = bytearray()
+_lock = threading.Lock()
+
+
+def _forget() -> None:
+    global _lock
+    _lock = threading.Lock()  # a lock held by another thread at fork would never be released
+    del _pool[:]
+
+
+os.register_at_fork(after_in_child=_forget)
+
+
+def random_bytes(n: int) -> bytes:
+    """``n`` bytes from the OS's CSPRNG, never handed out twice."""
+    if n > _BLOCK:
+        return os.urandom(n)
+    with _lock:
+        if len(_pool) < n:
+            _pool.extend(os.urandom(_BLOCK))
+        out = bytes(_pool[-n:])
+        del _pool[-n:]
+    return out
+
+
+def random_hex(n: int) -> str:
+    """``n`` random bytes as ``2n`` hex digits."""
+    return random_bytes(n).hex()
