@@ -18,7 +18,7 @@ import logging
 import os
 import re
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,6 +94,7 @@ SCANNER_USER_AGENTS: tuple[str, ...] = (
 # Cheap looks at a datagram before it is parsed (flood paths must not pay for a full parse).
 _USER_AGENT_LINE = re.compile(rb"\r\n(?:user-agent)[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE)
 _TO_TAG = re.compile(rb"\r\n(?:to|t)[ \t]*:[^\r\n]*;[ \t]*tag[ \t]*=", re.IGNORECASE)
+_SWEEP_GRANULARITY = 0.1  # seconds: how late an ended leg may be dropped, at most
 
 
 @dataclass
@@ -239,6 +240,10 @@ class SipEdge:
         self._active: dict[str, CallLeg] = {}  # call_id -> leg, until the call ends
         self._invite_legs: dict[tuple[str, str, str], CallLeg] = {}
         self._handles: dict[int, asyncio.TimerHandle] = {}
+        # Ended legs kept for late retransmissions, by how long they linger: (due, leg key) in
+        # due order, dropped by one sweep timer rather than a timer per call.
+        self._lingering: dict[float, deque[tuple[float, tuple[str, str]]]] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
         self._challengers: dict[str, DigestChallenger] = {}
         self._secret = os.urandom(32)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -307,6 +312,9 @@ class SipEdge:
         for handle in self._handles.values():
             handle.cancel()
         self._handles.clear()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         log.info("SIP edge counters: %s", " ".join(f"{k}={v}" for k, v in self.stats.items()))
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
@@ -1434,12 +1442,30 @@ class SipEdge:
         )
         # Keep the leg for in-flight retransmissions (BYE 200 retransmits, late ACK) briefly.
         if self._loop is not None:
-            self._loop.call_later(
-                64 * self.config.timers.t1 if not leg.flow.reliable else 1.0,
-                self._legs.pop,
-                leg.key,
-                None,
-            )
+            self._linger(leg.key, 64 * self.config.timers.t1 if not leg.flow.reliable else 1.0)
+
+    def _linger(self, key: tuple[str, str], delay: float) -> None:
+        """Drop the ended leg ``key`` from ``_legs`` about ``delay`` seconds from now."""
+        due = self._now() + delay
+        queue = self._lingering.get(delay)
+        if queue is None:
+            queue = self._lingering[delay] = deque()
+        queue.append((due, key))
+        if self._sweeper is None and self._loop is not None:
+            self._sweeper = self._loop.call_at(due, self._sweep)
+
+    def _sweep(self) -> None:
+        """Drop the legs whose time is up; come back for the next one, at most 10 times a second."""
+        self._sweeper = None
+        now = self._now()
+        next_due: float | None = None
+        for queue in self._lingering.values():
+            while queue and queue[0][0] <= now:
+                self._legs.pop(queue.popleft()[1], None)
+            if queue and (next_due is None or queue[0][0] < next_due):
+                next_due = queue[0][0]
+        if next_due is not None and self._loop is not None:
+            self._sweeper = self._loop.call_at(max(next_due, now + _SWEEP_GRANULARITY), self._sweep)
 
     def _record_start(self, leg: CallLeg, flow: Flow, data: bytes) -> None:
         if self.store is None:

@@ -186,12 +186,16 @@ class Headers:
     lookup key, so a lookup compares strings and never re-lowercases names.
     """
 
-    __slots__ = ("_index", "_items", "_keys", "memo")
+    __slots__ = ("_index", "_items", "_keys", "_repeated", "memo")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._items: list[tuple[str, str]] = [(_canonical(n), v) for n, v in items]
         self._keys: list[str] = [_key(n) for n, _ in self._items]
-        self._index: dict[str, list[int]] | None = None
+        # The position of each name's first line, and every position of the names that have
+        # more than one line.  Plain str -> int mappings hold no object the cyclic GC tracks,
+        # which matters for the messages a call keeps until its transactions end.
+        self._index: dict[str, int] | None = None
+        self._repeated: dict[str, list[int]] | None = None
         self.memo: dict[str, object] = {}
         """Values derived from the headers (top Via, CSeq...), emptied by every change."""
 
@@ -202,21 +206,40 @@ class Headers:
         h._items, h._keys = items, keys
         return h
 
-    def _positions(self, name: str) -> list[int]:
+    def _first_positions(self) -> dict[str, int]:
         # Built on the first lookup and kept until a line is replaced or removed: a
         # message is read many times (transaction keys, dialogs, records) and rarely changed.
         index = self._index
         if index is None:
             index = {}
+            repeated: dict[str, list[int]] | None = None
             for i, k in enumerate(self._keys):
-                index.setdefault(k, []).append(i)
-            self._index = index
-        return index.get(_key(name), [])
+                first = index.get(k)
+                if first is None:
+                    index[k] = i
+                else:
+                    if repeated is None:
+                        repeated = {}
+                    repeated.setdefault(k, [first]).append(i)
+            self._index, self._repeated = index, repeated
+        return index
+
+    def _positions(self, name: str) -> list[int]:
+        key = _key(name)
+        first = self._first_positions().get(key)
+        if first is None:
+            return []
+        repeated = self._repeated
+        if repeated is not None:
+            more = repeated.get(key)
+            if more is not None:
+                return list(more)
+        return [first]
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first value of ``name``, or ``default``."""
-        positions = self._positions(name)
-        return self._items[positions[0]][1] if positions else default
+        first = self._first_positions().get(_key(name))
+        return default if first is None else self._items[first][1]
 
     def getall(self, name: str) -> list[str]:
         """Every line of ``name``, in order (not split on commas)."""
@@ -237,8 +260,16 @@ class Headers:
         self._keys.append(key)
         if self.memo:
             self.memo = {}
-        if self._index is not None:
-            self._index.setdefault(key, []).append(len(self._keys) - 1)
+        index = self._index
+        if index is not None:
+            position = len(self._keys) - 1
+            first = index.get(key)
+            if first is None:
+                index[key] = position
+            else:
+                if self._repeated is None:
+                    self._repeated = {}
+                self._repeated.setdefault(key, [first]).append(position)
 
     def set(self, name: str, value: str) -> None:
         """Replace every line of ``name`` with one line, where the first one stood."""
@@ -561,7 +592,8 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
     # Unfold continuation lines (§7.3.1) and split name: value.
     items: list[tuple[str, str]] = []
     keys: list[str] = []
-    index: dict[str, list[int]] = {}
+    index: dict[str, int] = {}
+    repeated: dict[str, list[int]] | None = None
     tokens = _TOKEN_NAMES
     for line in raw_lines[1:]:
         if "\r" in line:
@@ -587,11 +619,16 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
             fault = fault or f"malformed header line {line[:60]!r}"
             break
         key = _key(name)
-        index.setdefault(key, []).append(len(items))
+        if key in index:
+            if repeated is None:
+                repeated = {}
+            repeated.setdefault(key, [index[key]]).append(len(items))
+        else:
+            index[key] = len(items)
         items.append((_canonical(name), value.strip(_LWS)))
         keys.append(key)
     msg.headers = headers = Headers._parsed(items, keys)
-    headers._index = index
+    headers._index, headers._repeated = index, repeated
 
     major_minor = grammar.SIP_VERSION.fullmatch(msg.version)
     if major_minor is None or (major_minor.group(1), major_minor.group(2)) != ("2", "0"):
@@ -600,11 +637,19 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
         raise SipParseError(fault, partial)
     for name, key in _REQUIRED_KEYS:
         # A line holding only SP, HTAB and commas has no value (split_header_values).
-        if not any(items[i][1].strip(" \t,") for i in index.get(key, ())):
+        first = index.get(key)
+        if first is None or not (
+            items[first][1].strip(" \t,")
+            or (
+                repeated is not None
+                and any(items[i][1].strip(" \t,") for i in repeated.get(key, ()))
+            )
+        ):
             raise SipParseError(f"missing {name} header", partial)
-    for name, key in _SINGLE_KEYS:
-        if len(index.get(key, ())) > 1:
-            raise SipParseError(f"more than one {name} header", partial)
+    if repeated is not None:
+        for name, key in _SINGLE_KEYS:
+            if key in repeated:
+                raise SipParseError(f"more than one {name} header", partial)
     try:
         _number, method = msg.cseq
     except ValueError as exc:

@@ -1,0 +1,72 @@
+"""An ended call's leg stays 64*T1 for late retransmissions, then goes (one sweep timer)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from byeline.edge.server import EdgeConfig, SipEdge
+from byeline.edge.trunk import TrunkSet, load_trunk
+from byeline.net.sip_transport import Flow
+from byeline.sip.message import Response, parse_message
+from byeline.sip.transaction import TimerConfig
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "src/byeline/examples"
+SDP = (
+    "v=0\r\no=five9 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    "m=audio 6000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n"
+)
+
+
+def _invite(n: int) -> bytes:
+    return (
+        "INVITE sip:+18005550100@127.0.0.1:5060 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:5090;branch=z9hG4bK-{n}-1;rport\r\n"
+        f"From: <sip:+15555550100@127.0.0.1:5090>;tag=f{n}\r\n"
+        "To: <sip:+18005550100@127.0.0.1:5060>\r\n"
+        f"Call-ID: legs-{n}@five9\r\nCSeq: 1 INVITE\r\n"
+        "Contact: <sip:five9@127.0.0.1:5090>\r\nMax-Forwards: 70\r\n"
+        f"Content-Type: application/sdp\r\nContent-Length: {len(SDP)}\r\n\r\n{SDP}"
+    ).encode()
+
+
+def _in_dialog(method: str, n: int, tag: str, cseq: int, step: int) -> bytes:
+    return (
+        f"{method} sip:byeline@127.0.0.1:5060 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:5090;branch=z9hG4bK-{n}-{step};rport\r\n"
+        f"From: <sip:+15555550100@127.0.0.1:5090>;tag=f{n}\r\n"
+        f"To: <sip:+18005550100@127.0.0.1:5060>;tag={tag}\r\n"
+        f"Call-ID: legs-{n}@five9\r\nCSeq: {cseq} {method}\r\nMax-Forwards: 70\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+
+
+async def test_ended_legs_linger_64_t1_then_go() -> None:
+    t1 = 0.01  # 64*T1 = 0.64 s
+    edge = SipEdge(
+        EdgeConfig(rtp_ports=(41000, 41998), timers=TimerConfig(t1=t1, t2=0.04, t4=0.05)),
+        TrunkSet([load_trunk(EXAMPLES / "five9-trunk.json")]),
+    )
+    edge._loop = asyncio.get_running_loop()
+    sent: list[bytes] = []
+    flow = Flow("UDP", ("127.0.0.1", 5060), ("127.0.0.1", 5090), lambda d, to: sent.append(d))
+
+    def call(n: int) -> None:
+        sent.clear()
+        edge.receive(_invite(n), flow)
+        ok = next(m for m in map(parse_message, sent) if isinstance(m, Response) and m.status == 200)
+        assert ok.to_tag
+        edge.receive(_in_dialog("ACK", n, ok.to_tag, 1, 2), flow)
+        edge.receive(_in_dialog("BYE", n, ok.to_tag, 2, 3), flow)
+        assert any(m.startswith(b"SIP/2.0 200") and b"CSeq: 2 BYE" in m for m in sent)
+
+    call(1)
+    await asyncio.sleep(0.3)
+    call(2)  # ends 0.3 s after the first
+    assert len(edge._legs) == 2  # both kept for late retransmissions
+    await asyncio.sleep(0.5)  # 0.8 s after the first ended, 0.5 s after the second
+    assert [key[0] for key in edge._legs] == ["legs-2@five9"]
+    await asyncio.sleep(0.4)
+    assert edge._legs == {}
+    assert edge._sweeper is None  # nothing left to sweep: no timer pending
+    await edge.shutdown()
