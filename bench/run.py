@@ -61,7 +61,7 @@ SERVICE = "+18005550100"
 RAMP = [50, 100, 200, 400, 800, 1600, 3200, 6400, 12800, 25600]
 # Where each UAS's ramp starts: well below what it sustained in earlier runs (byeline and sippy
 # several hundred calls/s, SIPp's UAS thousands), so the steps go to the part that decides.
-RAMP_START = {"byeline": 200, "sippy": 200, "sipp-uas": 3200}
+RAMP_START = {"byeline": 200, "sippy": 200, "sipp-uas": 6400}
 REPEATS = 2  # extra steps at the confirmed rate, for the spread of one rate's figures
 T0 = time.monotonic()
 
