@@ -16,8 +16,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The call path compiled with mypyc (src/byeline/_native.py lists the modules): rebuilt when
-# one of its sources changes.  Without a C compiler the build fails and byeline runs as pure
-# Python, slower; `make test` requires the compiled modules.
+# one of its sources changes.  A failed build stops make; `make clean-native` goes back to pure
+# Python (slower); `make test` requires the compiled modules.
 NATIVE_SOURCES := $(shell sed -n 's/^    "byeline\.\(.*\)",$$/\1/p' src/byeline/_native.py \
   | tr . / | sed 's#^#src/byeline/#; s#$$#.py#')
 NATIVE_STAMP := build/native.stamp

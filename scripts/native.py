@@ -1,9 +1,8 @@
-"""Compile byeline's call path with mypyc: ``python scripts/native.py [--clean | --sources]``.
+"""Compile byeline's call path with mypyc: ``python scripts/native.py [--clean]``.
 
 Builds one C extension beside each module of ``byeline._native.NATIVE_MODULES`` (and mypyc's
 shared runtime module in ``src/``), in place, so the editable install picks them up.  Needs a C
-compiler and the Python headers.  ``--clean`` removes the extensions (pure Python again);
-``--sources`` prints the source files, for make's dependencies.
+compiler and the Python headers.  ``--clean`` removes the extensions (pure Python again).
 """
 
 from __future__ import annotations
@@ -75,9 +74,6 @@ def build() -> int:
 
 
 def main() -> int:
-    if "--sources" in sys.argv:
-        print(" ".join(str(p.relative_to(ROOT)) for p in sources()))
-        return 0
     if "--clean" in sys.argv:
         return clean()
     return build()
