@@ -177,6 +177,20 @@ def _canonical(name: str) -> str:
     return canonical
 
 
+def _index_line(
+    index: dict[str, int], repeated: dict[str, list[int]] | None, key: str, position: int
+) -> dict[str, list[int]] | None:
+    """Record that line ``position`` has ``key``; returns ``repeated``, made at the first repeat."""
+    first = index.get(key)
+    if first is None:
+        index[key] = position
+        return repeated
+    if repeated is None:
+        repeated = {}
+    repeated.setdefault(key, [first]).append(position)
+    return repeated
+
+
 class Headers:
     """An ordered multimap of header fields, matched case-insensitively.
 
@@ -214,13 +228,7 @@ class Headers:
             index = {}
             repeated: dict[str, list[int]] | None = None
             for i, k in enumerate(self._keys):
-                first = index.get(k)
-                if first is None:
-                    index[k] = i
-                else:
-                    if repeated is None:
-                        repeated = {}
-                    repeated.setdefault(k, [first]).append(i)
+                repeated = _index_line(index, repeated, k, i)
             self._index, self._repeated = index, repeated
         return index
 
@@ -260,16 +268,8 @@ class Headers:
         self._keys.append(key)
         if self.memo:
             self.memo = {}
-        index = self._index
-        if index is not None:
-            position = len(self._keys) - 1
-            first = index.get(key)
-            if first is None:
-                index[key] = position
-            else:
-                if self._repeated is None:
-                    self._repeated = {}
-                self._repeated.setdefault(key, [first]).append(position)
+        if self._index is not None:
+            self._repeated = _index_line(self._index, self._repeated, key, len(self._keys) - 1)
 
     def set(self, name: str, value: str) -> None:
         """Replace every line of ``name`` with one line, where the first one stood."""
@@ -619,12 +619,7 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
             fault = fault or f"malformed header line {line[:60]!r}"
             break
         key = _key(name)
-        if key in index:
-            if repeated is None:
-                repeated = {}
-            repeated.setdefault(key, [index[key]]).append(len(items))
-        else:
-            index[key] = len(items)
+        repeated = _index_line(index, repeated, key, len(items))
         items.append((_canonical(name), value.strip(_LWS)))
         keys.append(key)
     msg.headers = headers = Headers._parsed(items, keys)
