@@ -31,10 +31,8 @@ by side with the ratio; ``--pg`` adds PostgreSQL on a throwaway cluster
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
-import random
 import statistics
 import subprocess
 import sys
@@ -141,10 +139,11 @@ class Call:
     )
 
     def __init__(self, n: int, pid: int) -> None:
-        # new_call_id(): "SCL_" and 12 random URL-safe characters, so the rows land at random
-        # places of the call_id indexes, as in production (seeded: the same calls every run).
-        token = base64.urlsafe_b64encode(random.Random(n).randbytes(9)).decode()
-        self.call_id = "SCL_" + token.replace("-", "x").replace("_", "y")
+        # The id the edge makes (the code under test's new_call_id: random before 2026-11-27,
+        # time-ordered since), so the rows land where they would in production.
+        from byeline.edge.call import new_call_id
+
+        self.call_id = new_call_id()
         self.sip_call_id = f"{n}-{pid}@127.0.0.1"
         self.caller = f"+1555{n}"
         self.callee = "+18005550100"

@@ -14,12 +14,12 @@ BYE is built, always (LiveKit issue #404 lost headers there).
 from __future__ import annotations
 
 import asyncio
-import base64
 import enum
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from byeline.sip.entropy import random_bytes
 
@@ -85,10 +85,31 @@ class CallController(Protocol):
     ) -> CallResult: ...
 
 
-def new_call_id() -> str:
-    """Our call id, LiveKit's shape (``SCL_`` and random)."""
-    text = base64.urlsafe_b64encode(random_bytes(9)).decode()
-    return "SCL_" + text.replace("-", "x").replace("_", "y")
+#: Digits of a call id in ASCII order, so that ids compare as the numbers they spell.
+_ID_DIGITS: Final = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def new_call_id(now: float | None = None) -> str:
+    """Our call id: LiveKit's ``SCL_`` and 16 letters and digits (LiveKit's own ids have 12).
+
+    The first 8 spell the wall-clock millisecond in base 62 (good until the year 8900), the last
+    8 are random (62**8, 47 bits, for the calls of one millisecond). Ids made later sort after,
+    so the call records' indexes on the id (``calls`` and ``sip_messages``) grow at their right
+    edge: a commit dirties a few pages there instead of one page per call scattered over the
+    whole B-tree (30 % less CPU per call on the SQLite record path, ``bench/store_cost.py``).
+    12 characters could not hold both the time and enough randomness to rule out two calls with
+    one id (which the store would merge into one row).
+    """
+    ms = int((time.time() if now is None else now) * 1000)
+    digits = _ID_DIGITS
+    chars = ["0"] * 16
+    for i in range(7, -1, -1):
+        ms, digit = divmod(ms, 62)
+        chars[i] = digits[digit]
+    for i, byte in enumerate(random_bytes(8)):
+        # 256 % 62 favours the first 8 digits a little (5 in 256 against 4): harmless here.
+        chars[8 + i] = digits[byte % 62]
+    return "SCL_" + "".join(chars)
 
 
 Listener = Callable[..., Any]
