@@ -65,6 +65,11 @@ class HeaderRefusal:
     name: str
     reason: str
 
+    # Written out so that mypyc compiles it (the one @dataclass generates runs interpreted).
+    def __init__(self, name: str, reason: str) -> None:
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "reason", reason)
+
 
 @dataclass
 class CallResult:
@@ -75,6 +80,20 @@ class CallResult:
     code: int | None = None
     headers: list[tuple[str, str]] = field(default_factory=list)
     refusals: list[HeaderRefusal] = field(default_factory=list)
+
+    def __init__(
+        self,
+        ended_by: EndedBy,
+        delivery: Delivery,
+        code: int | None = None,
+        headers: list[tuple[str, str]] | None = None,
+        refusals: list[HeaderRefusal] | None = None,
+    ) -> None:
+        self.ended_by = ended_by
+        self.delivery = delivery
+        self.code = code
+        self.headers = [] if headers is None else headers
+        self.refusals = [] if refusals is None else refusals
 
 
 class CallController(Protocol):

@@ -206,6 +206,49 @@ class CallLeg:
     answer_timer: asyncio.TimerHandle | None = None
     first_rtp_timer: asyncio.TimerHandle | None = None
 
+    # Written out so that mypyc compiles it (the one @dataclass generates runs interpreted).
+    # The fields after ``rtp_port`` start at their defaults: they describe what happens later.
+    def __init__(
+        self,
+        call: Call,
+        invite: Request,
+        flow: Flow,
+        txn: ServerInviteTransaction,
+        trunk: Trunk,
+        rule: DispatchRule | None,
+        local_tag: str,
+        started_at: float,
+        dialog: Dialog | None = None,
+        retransmitter: AnswerRetransmitter | None = None,
+        media_session: sdp.MediaSession | None = None,
+        negotiated: sdp.Negotiated | None = None,
+        late_offer: bool = False,
+        rtp_port: int | None = None,
+    ) -> None:
+        self.call = call
+        self.invite = invite
+        self.flow = flow
+        self.txn = txn
+        self.trunk = trunk
+        self.rule = rule
+        self.local_tag = local_tag
+        self.started_at = started_at
+        self.dialog = dialog
+        self.retransmitter = retransmitter
+        self.media_session = media_session
+        self.negotiated = negotiated
+        self.late_offer = late_offer
+        self.rtp_port = rtp_port
+        self.media_starting = False
+        self.recording = None
+        self.confirmed = False
+        self.reinvite_offer = False
+        self.agent_task = None
+        self.bye_txn = None
+        self.bye_future = None
+        self.answer_timer = None
+        self.first_rtp_timer = None
+
     @property
     def key(self) -> tuple[str, str]:
         return (self.invite.call_id, self.local_tag)

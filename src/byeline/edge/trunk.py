@@ -784,6 +784,19 @@ class TrunkMatch:
     needs_auth: bool = False
     reason: str = ""
 
+    # Written out so that mypyc compiles it (the one @dataclass generates runs interpreted).
+    def __init__(
+        self,
+        result: TrunkMatchResult,
+        trunk: Trunk | None = None,
+        needs_auth: bool = False,
+        reason: str = "",
+    ) -> None:
+        object.__setattr__(self, "result", result)
+        object.__setattr__(self, "trunk", trunk)
+        object.__setattr__(self, "needs_auth", needs_auth)
+        object.__setattr__(self, "reason", reason)
+
     @property
     def sip_status(self) -> int:
         """SIP status to answer the INVITE with when it is not accepted (200 when MATCHED)."""

@@ -29,6 +29,10 @@ class MessageSink(Protocol):
         """One complete SIP message (or a keepalive) arrived on ``flow``."""
 
 
+def _never_closed() -> bool:
+    return False
+
+
 @dataclass(eq=False)
 class Flow:
     """Where a message came from and how to answer on the same path.
@@ -42,7 +46,22 @@ class Flow:
     local: Address
     remote: Address
     _send: Callable[[bytes, Address], None] = field(repr=False)
-    _closed: Callable[[], bool] = field(repr=False, default=lambda: False)
+    _closed: Callable[[], bool] = field(repr=False, default=_never_closed)
+
+    # Written out so that mypyc compiles it (the one @dataclass generates runs interpreted).
+    def __init__(
+        self,
+        transport: str,
+        local: Address,
+        remote: Address,
+        _send: Callable[[bytes, Address], None],
+        _closed: Callable[[], bool] | None = None,
+    ) -> None:
+        self.transport = transport
+        self.local = local
+        self.remote = remote
+        self._send = _send
+        self._closed = _never_closed if _closed is None else _closed
 
     @property
     def reliable(self) -> bool:

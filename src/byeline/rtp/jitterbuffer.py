@@ -44,6 +44,17 @@ class JitterBufferStats:
     overflow_dropped: int = 0
     underruns: int = 0
 
+    # Written out so that mypyc compiles it (the one @dataclass generates runs interpreted).
+    def __init__(self) -> None:
+        self.pushed = 0
+        self.played = 0
+        self.concealed = 0
+        self.late = 0
+        self.duplicates = 0
+        self.resyncs = 0
+        self.overflow_dropped = 0
+        self.underruns = 0
+
 
 class JitterBuffer:
     """Fixed-delay playout of RTP frames ordered by sequence number.

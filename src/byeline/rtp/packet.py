@@ -80,6 +80,32 @@ class RtpPacket:
     extension: bytes | None = None
     padding_size: int = 0
 
+    # Written out so that mypyc compiles it: the one @dataclass generates runs interpreted, and
+    # every received packet makes one.
+    def __init__(
+        self,
+        payload_type: int = 0,
+        marker: bool = False,
+        sequence_number: int = 0,
+        timestamp: int = 0,
+        ssrc: int = 0,
+        payload: bytes = b"",
+        csrc: list[int] | None = None,
+        extension_profile: int = 0,
+        extension: bytes | None = None,
+        padding_size: int = 0,
+    ) -> None:
+        self.payload_type = payload_type
+        self.marker = marker
+        self.sequence_number = sequence_number
+        self.timestamp = timestamp
+        self.ssrc = ssrc
+        self.payload = payload
+        self.csrc = [] if csrc is None else csrc
+        self.extension_profile = extension_profile
+        self.extension = extension
+        self.padding_size = padding_size
+
     @classmethod
     def parse(cls, data: bytes) -> RtpPacket:
         """Parse one RTP packet; raise ``ValueError`` when it is not valid RTP version 2."""

@@ -121,6 +121,31 @@ class Dialog:
     remote_cseq: int | None = None
     secure: bool = False
 
+    # Written out so that mypyc compiles it (the one @dataclass generates runs interpreted).
+    def __init__(
+        self,
+        call_id: str,
+        local_tag: str,
+        remote_tag: str,
+        local_uri: str,
+        remote_uri: str,
+        remote_target: str,
+        route_set: list[str] | None = None,
+        local_cseq: int = 1,
+        remote_cseq: int | None = None,
+        secure: bool = False,
+    ) -> None:
+        self.call_id = call_id
+        self.local_tag = local_tag
+        self.remote_tag = remote_tag
+        self.local_uri = local_uri
+        self.remote_uri = remote_uri
+        self.remote_target = remote_target
+        self.route_set = [] if route_set is None else route_set
+        self.local_cseq = local_cseq
+        self.remote_cseq = remote_cseq
+        self.secure = secure
+
     @classmethod
     def from_invite(cls, invite: Request, local_tag: str, local_cseq: int = 1) -> Dialog:
         """The UAS dialog created by our 2xx to ``invite`` (§12.1.1)."""

@@ -333,6 +333,13 @@ class Message:
     headers: Headers = field(default_factory=Headers)
     body: bytes = b""
 
+    # The __init__ methods of the message classes are written out: mypyc compiles them, while
+    # the ones @dataclass generates at import time run interpreted (several times slower, and
+    # messages are made on every packet). @dataclass still provides repr, eq and fields().
+    def __init__(self, headers: Headers | None = None, body: bytes = b"") -> None:
+        self.headers = Headers() if headers is None else headers
+        self.body = body
+
     # -- accessors for the headers every transaction needs ---------------------------
 
     # The accessors below are read many times per message (transaction keys, dialogs,
@@ -436,6 +443,20 @@ class Request(Message):
     uri: str = ""
     version: str = "SIP/2.0"
 
+    def __init__(
+        self,
+        headers: Headers | None = None,
+        body: bytes = b"",
+        method: str = "",
+        uri: str = "",
+        version: str = "SIP/2.0",
+    ) -> None:
+        self.headers = Headers() if headers is None else headers
+        self.body = body
+        self.method = method
+        self.uri = uri
+        self.version = version
+
     def serialize(self) -> bytes:
         return self._serialize(f"{self.method} {self.uri} {self.version}")
 
@@ -452,6 +473,20 @@ class Response(Message):
     status: int = 200
     reason: str = "OK"
     version: str = "SIP/2.0"
+
+    def __init__(
+        self,
+        headers: Headers | None = None,
+        body: bytes = b"",
+        status: int = 200,
+        reason: str = "OK",
+        version: str = "SIP/2.0",
+    ) -> None:
+        self.headers = Headers() if headers is None else headers
+        self.body = body
+        self.status = status
+        self.reason = reason
+        self.version = version
 
     def serialize(self) -> bytes:
         return self._serialize(f"{self.version} {self.status} {self.reason}")

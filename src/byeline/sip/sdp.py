@@ -208,12 +208,31 @@ _DIRECTIONS = frozenset(d.value for d in Direction)
 class Origin:
     """``o=<username> <sess-id> <sess-version> <nettype> <addrtype> <unicast-address>``."""
 
+    # The SDP classes write their __init__ out: mypyc compiles it, while the one @dataclass
+    # generates runs interpreted (several times slower; every INVITE makes a dozen of these).
+
     username: str
     session_id: int
     session_version: int
     address: str
     addrtype: str = "IP4"
     nettype: str = "IN"
+
+    def __init__(
+        self,
+        username: str,
+        session_id: int,
+        session_version: int,
+        address: str,
+        addrtype: str = "IP4",
+        nettype: str = "IN",
+    ) -> None:
+        object.__setattr__(self, "username", username)
+        object.__setattr__(self, "session_id", session_id)
+        object.__setattr__(self, "session_version", session_version)
+        object.__setattr__(self, "address", address)
+        object.__setattr__(self, "addrtype", addrtype)
+        object.__setattr__(self, "nettype", nettype)
 
     @classmethod
     def parse(cls, value: str) -> Origin:
@@ -251,6 +270,11 @@ class Connection:
     address: str
     addrtype: str = "IP4"
     nettype: str = "IN"
+
+    def __init__(self, address: str, addrtype: str = "IP4", nettype: str = "IN") -> None:
+        object.__setattr__(self, "address", address)
+        object.__setattr__(self, "addrtype", addrtype)
+        object.__setattr__(self, "nettype", nettype)
 
     @classmethod
     def parse(cls, value: str) -> Connection:
@@ -300,6 +324,10 @@ class Attribute:
     name: str
     value: str | None = None
 
+    def __init__(self, name: str, value: str | None = None) -> None:
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "value", value)
+
     @classmethod
     def parse(cls, text: str) -> Attribute:
         """Parse the text after ``a=``."""
@@ -325,6 +353,14 @@ class RtpMap:
     encoding: str
     clock_rate: int
     channels: int | None = None
+
+    def __init__(
+        self, payload_type: int, encoding: str, clock_rate: int, channels: int | None = None
+    ) -> None:
+        object.__setattr__(self, "payload_type", payload_type)
+        object.__setattr__(self, "encoding", encoding)
+        object.__setattr__(self, "clock_rate", clock_rate)
+        object.__setattr__(self, "channels", channels)
 
     @classmethod
     def parse(cls, value: str) -> RtpMap:
@@ -369,6 +405,27 @@ class MediaDescription:
     _memo: dict[str, object] = field(
         default_factory=dict, init=False, compare=False, repr=False, hash=False
     )
+
+    def __init__(
+        self,
+        media: str,
+        port: int,
+        proto: str,
+        formats: tuple[str, ...],
+        port_count: int | None = None,
+        connection: Connection | None = None,
+        attributes: tuple[Attribute, ...] = (),
+        other: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        object.__setattr__(self, "media", media)
+        object.__setattr__(self, "port", port)
+        object.__setattr__(self, "proto", proto)
+        object.__setattr__(self, "formats", formats)
+        object.__setattr__(self, "port_count", port_count)
+        object.__setattr__(self, "connection", connection)
+        object.__setattr__(self, "attributes", attributes)
+        object.__setattr__(self, "other", other)
+        object.__setattr__(self, "_memo", {})
 
     @classmethod
     def parse_m_line(cls, value: str) -> MediaDescription:
@@ -505,6 +562,26 @@ class SessionDescription:
     #: ``i= u= e= p= b= r= z= k=`` and unknown session-level lines, as (type, value).
     other: tuple[tuple[str, str], ...] = ()
     version: int = 0
+
+    def __init__(
+        self,
+        origin: Origin,
+        session_name: str = "-",
+        connection: Connection | None = None,
+        timing: tuple[str, ...] = ("0 0",),
+        attributes: tuple[Attribute, ...] = (),
+        media: tuple[MediaDescription, ...] = (),
+        other: tuple[tuple[str, str], ...] = (),
+        version: int = 0,
+    ) -> None:
+        object.__setattr__(self, "origin", origin)
+        object.__setattr__(self, "session_name", session_name)
+        object.__setattr__(self, "connection", connection)
+        object.__setattr__(self, "timing", timing)
+        object.__setattr__(self, "attributes", attributes)
+        object.__setattr__(self, "media", media)
+        object.__setattr__(self, "other", other)
+        object.__setattr__(self, "version", version)
 
     @classmethod
     def parse(cls, data: bytes | str) -> SessionDescription:
@@ -693,6 +770,30 @@ class Negotiated:
     remote_ptime: int | None = None
     #: SRTP suite and keys when the stream is RTP/SAVP (SDES), else None. Secret: never log it.
     srtp: SrtpParams | None = None
+
+    def __init__(
+        self,
+        codec: str,
+        payload_type: int,
+        clock_rate: int,
+        telephone_event_pt: int | None,
+        remote_rtp: tuple[str, int],
+        direction: Direction,
+        on_hold: bool,
+        sdp: bytes,
+        remote_ptime: int | None = None,
+        srtp: SrtpParams | None = None,
+    ) -> None:
+        object.__setattr__(self, "codec", codec)
+        object.__setattr__(self, "payload_type", payload_type)
+        object.__setattr__(self, "clock_rate", clock_rate)
+        object.__setattr__(self, "telephone_event_pt", telephone_event_pt)
+        object.__setattr__(self, "remote_rtp", remote_rtp)
+        object.__setattr__(self, "direction", direction)
+        object.__setattr__(self, "on_hold", on_hold)
+        object.__setattr__(self, "sdp", sdp)
+        object.__setattr__(self, "remote_ptime", remote_ptime)
+        object.__setattr__(self, "srtp", srtp)
 
     def __repr__(self) -> str:
         # The SDP carries an SRTP key in its a=crypto line; the repr must not leak it.

@@ -77,6 +77,11 @@ class Transmit:
     data: bytes
     retransmission: bool = False
 
+    # Written out so that mypyc compiles it (the generated one runs interpreted).
+    def __init__(self, data: bytes, retransmission: bool = False) -> None:
+        object.__setattr__(self, "data", data)
+        object.__setattr__(self, "retransmission", retransmission)
+
 
 @dataclass(frozen=True, slots=True)
 class Deliver:
@@ -84,15 +89,24 @@ class Deliver:
 
     response: Response
 
+    def __init__(self, response: Response) -> None:
+        object.__setattr__(self, "response", response)
+
 
 @dataclass(frozen=True, slots=True)
 class TimedOut:
     """Timer B, F or H fired: the peer never answered."""
 
+    def __init__(self) -> None:
+        pass
+
 
 @dataclass(frozen=True, slots=True)
 class Terminated:
     """The transaction is over; forget it."""
+
+    def __init__(self) -> None:
+        pass
 
 
 Output = Transmit | Deliver | TimedOut | Terminated
