@@ -70,3 +70,31 @@ def test_a_compiled_module_older_than_its_source_refuses_to_import(tmp_path: Pat
     run = _python(tmp_path, "import byeline, byeline._native as n; print(n.stale())")
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "[]"
+
+
+# Classes made on every call or packet: their __init__ is written out so that mypyc compiles it
+# (the one @dataclass generates is interpreted, several times slower).
+HOT_CLASSES = (
+    "byeline.sip.message:Request",
+    "byeline.sip.message:Response",
+    "byeline.sip.transaction:Transmit",
+    "byeline.sip.transaction:Terminated",
+    "byeline.sip.dialog:Dialog",
+    "byeline.sip.sdp:SessionDescription",
+    "byeline.sip.sdp:MediaDescription",
+    "byeline.sip.sdp:Negotiated",
+    "byeline.edge.server:CallLeg",
+    "byeline.edge.call:CallResult",
+    "byeline.edge.trunk:TrunkMatch",
+    "byeline.net.sip_transport:Flow",
+    "byeline.rtp.packet:RtpPacket",
+)
+
+
+@pytest.mark.parametrize("path", HOT_CLASSES)
+def test_hot_classes_have_a_compiled_init(path: str) -> None:
+    if not os.environ.get("BYELINE_REQUIRE_NATIVE") and not _native.compiled():
+        pytest.skip("not built: `make native` compiles the call path")
+    module_name, class_name = path.split(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    assert not hasattr(cls.__init__, "__code__"), f"{path}.__init__ runs interpreted"
