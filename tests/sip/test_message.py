@@ -30,6 +30,7 @@ from byeline.sip.message import (
     parse_uri,
     parse_via,
     split_header_values,
+    via_is_valid,
 )
 
 RFC4475 = Path(__file__).resolve().parents[2].parent / "shared" / "rfc4475"
@@ -1220,3 +1221,30 @@ def test_structured_parses_are_cached_only_for_values_of_ordinary_length() -> No
     long_uri = "sip:" + "a" * 5000 + "@example.com"
     assert parse_uri(long_uri).user == "a" * 5000
     assert message._cached_uri.cache_info().currsize == before  # a 5 kB key is never kept
+
+
+VIAS = [
+    "SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-123-1-0;rport",
+    "SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKabc",
+    "SIP/2.0/TCP [2001:db8::1]:5060;received=192.0.2.1;branch=z9hG4bK.x~y!z",
+    "SIP/2.0/UDP pc33.example.com;BRANCH = z9hG4bK776",
+    "SIP/2.0/UDP 127.0.0.1;foo=\"a;branch=b\";branch=z9hG4bKq",
+    # invalid: a branch that is not a token, no branch value, bad sent-by, bad protocol
+    'SIP/2.0/UDP 127.0.0.1;branch="quoted"',
+    "SIP/2.0/UDP 127.0.0.1;branch=a@b",
+    "SIP/2.0/UDP 127.0.0.1;branch=",
+    "SIP/2.0/UDP ;branch=z9hG4bK1",
+    "SIP/2.0 127.0.0.1;branch=z9hG4bK1",
+    "SIP/2.0/UDP 127.0.0.1:99999999999;branch=z9hG4bK1",
+    "SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK1;;",
+]
+
+
+@pytest.mark.parametrize("via", VIAS)
+def test_via_is_valid_agrees_with_a_full_parse(via: str) -> None:
+    try:
+        parse_via(via)
+        expected = True
+    except ValueError:
+        expected = False
+    assert via_is_valid(via) is expected
