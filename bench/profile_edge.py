@@ -55,7 +55,7 @@ IN_DIALOG = (
 async def run(calls: int) -> None:
     trunk = load_trunk(ROOT / "src/byeline/examples/five9-trunk.json")
     edge = SipEdge(EdgeConfig(rtp_ports=(50000, 59998), max_calls=100000), TrunkSet([trunk]))
-    edge._loop = asyncio.get_running_loop()
+    edge._loop = edge.timers.loop = asyncio.get_running_loop()
     sent: list[bytes] = []
     flow = Flow("UDP", ("127.0.0.1", 5060), ("127.0.0.1", 5090), lambda data, to: sent.append(data))
     profiler = cProfile.Profile()

@@ -26,6 +26,7 @@ NATIVE_MODULES: tuple[str, ...] = (
     "byeline.edge.attributes",
     "byeline.edge.call",
     "byeline.edge.server",
+    "byeline.edge.timers",
     "byeline.edge.trunk",
     "byeline.net.sip_transport",
     "byeline.rtp.dtmf",

@@ -15,9 +15,10 @@ def test_shape_is_prefix_and_sixteen_letters_or_digits() -> None:
 
 
 def test_ids_made_later_sort_after() -> None:
-    # One id per millisecond over 40 years, and the ends of the range.
-    instants = [1_700_000_000.0 + k * 0.001 for k in range(2000)]
-    instants += [1_700_000_000.0 + k * 86_400.0 * 7 for k in range(2000)]
+    # One id per millisecond (mid-millisecond, clear of float rounding), one a week over 40
+    # years, and the ends of the range.
+    instants = [1_700_000_000.0005 + k * 0.001 for k in range(2000)]
+    instants += [1_700_000_000.0005 + k * 86_400.0 * 7 for k in range(1, 2000)]
     instants += [0.0, 2**40 / 1000.0]
     instants.sort()
     ids = [new_call_id(now=t) for t in instants]

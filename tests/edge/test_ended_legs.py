@@ -47,7 +47,7 @@ async def test_ended_legs_linger_64_t1_then_go() -> None:
         EdgeConfig(rtp_ports=(41000, 41998), timers=TimerConfig(t1=t1, t2=0.04, t4=0.05)),
         TrunkSet([load_trunk(EXAMPLES / "five9-trunk.json")]),
     )
-    edge._loop = asyncio.get_running_loop()
+    edge._loop = edge.timers.loop = asyncio.get_running_loop()
     sent: list[bytes] = []
     flow = Flow("UDP", ("127.0.0.1", 5060), ("127.0.0.1", 5090), lambda d, to: sent.append(d))
 

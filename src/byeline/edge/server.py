@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import ipaddress
 import logging
 import os
@@ -67,6 +66,7 @@ from ..sip.transaction import (
 )
 from . import attributes as attrs
 from .call import Call, CallResult, CallState, Delivery, EndedBy, HeaderRefusal, new_call_id
+from .timers import Timers
 from .trunk import DispatchRule, DispatchRuleSet, Trunk, TrunkMatchResult, TrunkSet
 
 log = logging.getLogger("byeline.edge")
@@ -96,8 +96,6 @@ SCANNER_USER_AGENTS: tuple[str, ...] = (
 _USER_AGENT_LINE = re.compile(rb"\r\n(?:user-agent)[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE)
 _TO_TAG = re.compile(rb"\r\n(?:to|t)[ \t]*:[^\r\n]*;[ \t]*tag[ \t]*=", re.IGNORECASE)
 _SWEEP_GRANULARITY = 0.1  # seconds: how late an ended leg may be dropped, at most
-_TIMER_GRANULARITY = 0.005  # seconds: how late a transaction timer may fire under load (T1 0.5)
-_TimerEntry = tuple[float, int, Any, Callable[[], None]]
 
 
 @dataclass
@@ -285,15 +283,8 @@ class SipEdge:
         self._legs: dict[tuple[str, str], CallLeg] = {}
         self._active: dict[str, CallLeg] = {}  # call_id -> leg, until the call ends
         self._invite_legs: dict[tuple[str, str, str], CallLeg] = {}
-        # Transaction and 2xx-retransmission timers: (deadline, sequence, owner, fire) in one
-        # heap served by one loop timer (a loop timer each cost 3-4 % of a call's CPU). A new
-        # deadline for an owner replaces its entry in _timers; the old entry stays in the heap
-        # and is skipped when it comes up (the heap keeps the owner alive, so ids stay unique).
-        self._timer_heap: list[_TimerEntry] = []
-        self._timers: dict[int, _TimerEntry] = {}
-        self._timer_seq = 0
-        self._timer_handle: asyncio.TimerHandle | None = None
-        self._timer_due = 0.0
+        # Transaction and 2xx-retransmission timers, on one loop timer.
+        self.timers = Timers()
         # Ended legs kept for late retransmissions, by how long they linger: (due, leg key) in
         # due order, dropped by one sweep timer rather than a timer per call.
         self._lingering: dict[float, deque[tuple[float, tuple[str, str]]]] = {}
@@ -321,6 +312,7 @@ class SipEdge:
     async def start(self) -> list[ListenSpec]:
         """Open the listeners; returns them with their real ports."""
         self._loop = asyncio.get_running_loop()
+        self.timers.loop = self._loop
         bound = []
         for spec in self.config.listen:
             bound.append(await self.transports.listen(spec))
@@ -363,11 +355,7 @@ class SipEdge:
             if leg.agent_task is not None and not leg.agent_task.done():
                 leg.agent_task.cancel()
         await self.transports.close()
-        if self._timer_handle is not None:
-            self._timer_handle.cancel()
-            self._timer_handle = None
-        self._timer_heap.clear()
-        self._timers.clear()
+        self.timers.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
@@ -386,51 +374,7 @@ class SipEdge:
         return self._loop.time() if self._loop is not None else time.monotonic()
 
     def _schedule(self, owner: Any, deadline: float | None, fire: Callable[[], None]) -> None:
-        """Call ``fire`` at ``deadline`` (loop time) instead of what ``owner`` had scheduled;
-        ``None`` cancels ``owner``'s timer."""
-        if deadline is None or self._loop is None:
-            self._timers.pop(id(owner), None)
-            return
-        self._timer_seq += 1
-        entry = (deadline, self._timer_seq, owner, fire)
-        self._timers[id(owner)] = entry
-        heapq.heappush(self._timer_heap, entry)
-        if self._timer_handle is None or deadline < self._timer_due:
-            self._arm_timers(deadline)
-
-    def _arm_timers(self, due: float) -> None:
-        if self._timer_handle is not None:
-            self._timer_handle.cancel()
-        self._timer_due = due
-        loop = self._loop
-        self._timer_handle = loop.call_at(due, self._run_timers) if loop is not None else None
-
-    def _run_timers(self) -> None:
-        """Fire the timers that are due; come back for the next, at most every 5 ms."""
-        self._timer_handle = None
-        now = self._now()
-        heap = self._timer_heap
-        timers = self._timers
-        due: list[Callable[[], None]] = []
-        while heap and heap[0][0] <= now:
-            entry = heapq.heappop(heap)
-            key = id(entry[2])
-            current = timers.get(key)
-            # Compared by sequence number: mypyc boxes a fixed-length tuple anew when it is
-            # stored, so two references to one entry need not be the same object.
-            if current is not None and current[1] == entry[1]:
-                del timers[key]
-                due.append(entry[3])
-        for fire in due:
-            try:
-                fire()
-            except Exception:
-                log.exception("internal error in a timer")
-        if heap:
-            # A callback above may have armed the loop timer for its own, later deadline.
-            want = max(heap[0][0], now + _TIMER_GRANULARITY)
-            if self._timer_handle is None or want < self._timer_due:
-                self._arm_timers(want)
+        self.timers.schedule(owner, deadline, fire)
 
     # -- transmit and trace ------------------------------------------------------------
 
