@@ -1228,7 +1228,7 @@ VIAS = [
     "SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKabc",
     "SIP/2.0/TCP [2001:db8::1]:5060;received=192.0.2.1;branch=z9hG4bK.x~y!z",
     "SIP/2.0/UDP pc33.example.com;BRANCH = z9hG4bK776",
-    "SIP/2.0/UDP 127.0.0.1;foo=\"a;branch=b\";branch=z9hG4bKq",
+    'SIP/2.0/UDP 127.0.0.1;foo="a;branch=b";branch=z9hG4bKq',
     # invalid: a branch that is not a token, no branch value, bad sent-by, bad protocol
     'SIP/2.0/UDP 127.0.0.1;branch="quoted"',
     "SIP/2.0/UDP 127.0.0.1;branch=a@b",
