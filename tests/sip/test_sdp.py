@@ -508,3 +508,24 @@ def test_fuzz_only_value_error(data: bytes) -> None:
 @given(st.text(max_size=300))
 def test_fuzz_text_only_value_error(text: str) -> None:
     _exercise(text.encode("utf-8", "surrogatepass"))
+
+
+@pytest.mark.parametrize(
+    ("address", "held"),
+    [
+        ("0.0.0.0", True),
+        ("0.0.0.0/127", True),
+        ("::", True),
+        ("0:0::0", True),
+        ("0:0:0:0:0:0:0:0", True),
+        ("10.0.0.1", False),
+        ("0.0.0.1", False),
+        ("00.0.0.0", False),  # not an address (leading zero)
+        ("::1", False),
+        ("media.example.com", False),
+        ("", False),
+    ],
+)
+def test_hold_address_is_the_unspecified_one(address: str, held: bool) -> None:
+    addrtype = "IP6" if ":" in address else "IP4"
+    assert Connection(address, addrtype).is_hold_address is held

@@ -850,7 +850,7 @@ class TrunkSet:
         CALLER_NOT_ALLOWED (403) when a trunk for the called number exists but refused this
         call, else NO_TRUNK (404).
         """
-        ip = _ip(source_ip)
+        _ip(source_ip)  # ValueError when it is not an address
         called_norm = normalize_number(called_number)
         specific: Trunk | None = None
         defaults: list[Trunk] = []
@@ -867,7 +867,7 @@ class TrunkSet:
                         (0 if info.numbers else 1, TrunkMatchResult.CALLER_NOT_ALLOWED, trunk)
                     )
                 continue
-            if not _addresses_match(ip, caller_host, info.allowed_addresses):
+            if not _addresses_match(source_ip, caller_host, info.allowed_addresses):
                 if for_number:
                     refused.append(
                         (0 if info.numbers else 1, TrunkMatchResult.ADDRESS_NOT_ALLOWED, trunk)
@@ -910,8 +910,10 @@ def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
 
 
 @functools.lru_cache(maxsize=4096)
-def _address_matches(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, mask: str) -> bool:
+def _address_matches(source_ip: str, mask: str) -> bool:
     # matchAddrMask: an entry without "/" is an exact address, otherwise a prefix.
+    # Keyed by strings: an ipaddress object's hash runs in Python (hex of its integer).
+    ip = _ip(source_ip)
     try:
         if "/" not in mask:
             return ip == _ip(mask)
@@ -923,14 +925,12 @@ def _address_matches(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, mask: st
 _INVALID_MASK_CHARS = frozenset("()+*;, \t\n\r")
 
 
-def _addresses_match(
-    ip: ipaddress.IPv4Address | ipaddress.IPv6Address, host: str, masks: Sequence[str]
-) -> bool:
+def _addresses_match(source_ip: str, host: str, masks: Sequence[str]) -> bool:
     # matchAddrMasks: unusable entries are dropped first; no entries left allows everyone.
     usable = [m for m in masks if not (_INVALID_MASK_CHARS & set(m)) and "://" not in m]
     if not usable:
         return True
-    return any((host != "" and m == host) or _address_matches(ip, m) for m in usable)
+    return any((host != "" and m == host) or _address_matches(source_ip, m) for m in usable)
 
 
 def _trunk_conflicts(trunks: Sequence[Trunk]) -> list[str]:

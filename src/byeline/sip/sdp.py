@@ -298,6 +298,10 @@ class Connection:
     @property
     def is_hold_address(self) -> bool:
         """True for ``0.0.0.0`` (RFC 2543 hold, still sent by older peers) or IPv6 ``::``."""
+        if ":" not in self.host:
+            # IPv4 has one spelling of the unspecified address (ipaddress refuses leading
+            # zeros), and a name is never it: no parse needed on every offer.
+            return self.host == "0.0.0.0"
         try:
             return ipaddress.ip_address(self.host).is_unspecified
         except ValueError:
