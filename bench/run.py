@@ -805,6 +805,12 @@ def main() -> int:
         help="measure byeline as committed at REF (e.g. HEAD) instead of the working tree",
     )
     parser.add_argument(
+        "--src",
+        metavar="DIR",
+        help="measure byeline imported from DIR, e.g. another checkout's src/ after its "
+        "`make native` (compiled modules included, unlike --snapshot)",
+    )
+    parser.add_argument(
         "--media-steps", metavar="N,N,...", help="concurrent-call steps of the media run"
     )
     parser.add_argument(
@@ -843,6 +849,12 @@ def main() -> int:
     log(f"work directory {work}; mode {'quick' if quick else 'default'}")
     if args.snapshot:
         report["environment"]["measured"] = f"git snapshot {use_snapshot(args.snapshot, work)}"
+    elif args.src:
+        src = Path(args.src).resolve()
+        if not (src / "byeline" / "__init__.py").is_file():
+            parser.error(f"--src {args.src}: no byeline package there")
+        SERVER_ENV["PYTHONPATH"] = str(src)
+        report["environment"]["measured"] = f"sources in {src}"
     else:
         report["environment"]["measured"] = "working tree"
     log(f"measuring byeline from the {report['environment']['measured']}")

@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from byeline.edge.server import _from_host, _from_user, _to_user
+from byeline.edge.server import (
+    _address_uri,
+    _address_user_host,
+    _from_host,
+    _from_user,
+    _to_user,
+)
 from byeline.sip.message import Request, parse_message
 
 
@@ -38,3 +46,51 @@ def test_from_user_and_host(from_value: str, user: str, host: str) -> None:
 
 def test_to_user_with_a_quoted_parameter() -> None:
     assert _to_user(invite("<sip:a@h>;tag=1", '<sip:+18005550100@h>;x="<>"')) == "+18005550100"
+
+
+def _full_parse(value: str) -> tuple[str | None, str] | None:
+    """What the full sipmessage parse says (None: it does not parse)."""
+    try:
+        uri = _address_uri(value)
+    except ValueError:
+        return None
+    return uri.user, uri.host
+
+
+def _fast(value: str) -> tuple[str | None, str] | None:
+    try:
+        return _address_user_host(value)
+    except ValueError:
+        return None
+
+
+FROM_VALUES = [
+    '"Five9" <sip:+15551234567@five9.com>;tag=abc',
+    "<sips:alice@example.com:5061;transport=tls>;tag=1",
+    "<sip:a;b?c=d@h.example>",
+    "<sip:al%20ice@h.example>",  # an escape: the full parse unquotes it
+    "<sip:user:secret@h.example>",  # a password
+    "<SIP:upper@h.example>",
+    "<sip:@h.example>",
+    "<sip:a@>",
+    "<sip:a@b@c>",
+    "<sip:a@h.example",
+    '"<sip:x@y>" <sip:real@h.example>;tag=2',
+    "<tel:+15551234>",
+    "<sip:a b@h.example>",
+    '"unterminated <sip:a@h.example>',
+]
+
+
+@pytest.mark.parametrize("value", FROM_VALUES)
+def test_user_and_host_agree_with_the_full_parse(value: str) -> None:
+    assert _fast(value) == _full_parse(value)
+
+
+@given(
+    st.text(alphabet='sip:<>@"; abc+1%2', max_size=40).map(lambda t: f"<sip:{t}")
+    | st.text(alphabet='sip:<>@"; abc+1%2', max_size=40)
+)
+@settings(max_examples=3000, suppress_health_check=[HealthCheck.too_slow])
+def test_user_and_host_agree_with_the_full_parse_on_any_text(value: str) -> None:
+    assert _fast(value) == _full_parse(value)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -1248,3 +1249,35 @@ def test_via_is_valid_agrees_with_a_full_parse(via: str) -> None:
     except ValueError:
         expected = False
     assert via_is_valid(via) is expected
+
+
+_TAG_REFERENCE = re.compile(r";\s*tag\s*=\s*([^;,\s>]+)", re.IGNORECASE)
+
+
+def _tag_reference(value: str) -> str | None:
+    gt = value.rfind(">")
+    m = _TAG_REFERENCE.search(value, gt + 1 if gt >= 0 else 0)
+    return m.group(1) if m else None
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "<sip:a@b>;TAG=x;tag=y",
+        "<sip:a@b>;foo=1;tag=2",
+        "<sip:a@b>;tag=x y",
+        "<sip:a@b>;tag=\u00a0x",
+        "<sip:a@b>;tag=x\u2003;y",
+        "<sip:a@b>;tag=;tag=z",
+        "<sip:a@b>;tag=a,b",
+        "sip:a@b;tag=1>",
+    ],
+)
+def test_header_tag_agrees_with_the_grammar(value: str) -> None:
+    assert header_tag(value) == _tag_reference(value)
+
+
+@given(st.text(alphabet="<>;,= \t\u00a0tagTAGxy1", max_size=30))
+@settings(max_examples=3000, suppress_health_check=[HealthCheck.too_slow])
+def test_header_tag_agrees_with_the_grammar_on_any_text(value: str) -> None:
+    assert header_tag(value) == _tag_reference(value)

@@ -17,6 +17,7 @@ import ipaddress
 import logging
 import os
 import re
+import string
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Coroutine
@@ -1674,16 +1675,44 @@ def _address_uri(value: str) -> URI:
     return parse_address(value).uri
 
 
+# sipmessage's user part of a SIP URI, less "%" (an escape would need unquoting).
+_PLAIN_USER_CHARS = frozenset(string.ascii_letters + string.digits + "-_.!~*/'()&=+$,;?")
+
+
+def _address_user_host(value: str) -> tuple[str | None, str]:
+    """The user and host of a From/To value's URI (ValueError if it does not parse).
+
+    The caller's number (From's user) is new on every call, so its parse would never be a cache
+    hit: when the user part is plain, it is checked here character by character and swapped for
+    a fixed one, and the rest of the name-addr (the same on every call of a trunk) goes to the
+    cached parse. Anything else, or anything that does not parse that way, takes the full parse.
+    """
+    gt = value.rfind(">")
+    lt = value.rfind("<", 0, gt) if gt >= 0 else -1
+    if lt >= 0:
+        colon = value.find(":", lt + 1, gt)
+        at = value.find("@", lt + 1, gt)
+        scheme = value[lt + 1 : colon] if colon >= 0 else ""
+        if (scheme == "sip" or scheme == "sips") and at > colon + 1:
+            user = value[colon + 1 : at]
+            if all(c in _PLAIN_USER_CHARS for c in user):
+                with contextlib.suppress(ValueError):
+                    canonical = f"{value[: colon + 1]}u{value[at : gt + 1]}"
+                    return user, parse_address(canonical).uri.host
+    uri = _address_uri(value)
+    return uri.user, uri.host
+
+
 def _from_user(request: Request) -> str | None:
     try:
-        return _address_uri(request.headers.get("From") or "").user
+        return _address_user_host(request.headers.get("From") or "")[0]
     except ValueError:
         return None
 
 
 def _from_host(request: Request) -> str:
     try:
-        return _address_uri(request.headers.get("From") or "").host
+        return _address_user_host(request.headers.get("From") or "")[1]
     except ValueError:
         return ""
 

@@ -531,7 +531,21 @@ def header_tag(value: str | None) -> str | None:
     if value is None:
         return None
     gt = value.rfind(">")
-    m = _TAG.search(value, gt + 1 if gt >= 0 else 0)
+    start = gt + 1 if gt >= 0 else 0
+    # The usual spelling, ";tag=" as the first parameter, without the regex (read on every
+    # message); anything else, e.g. ";TAG = x" or another parameter first, takes the regex.
+    at = value.find(";tag=", start)
+    if at >= 0 and value.find(";", start, at) < 0:
+        end = first = at + 5
+        length = len(value)
+        while end < length:
+            c = value[end]
+            if c == ";" or c == "," or c == ">" or c.isspace():
+                break
+            end += 1
+        if end > first:
+            return value[first:end]
+    m = _TAG.search(value, start)
     return m.group(1) if m else None
 
 
