@@ -162,6 +162,10 @@ class GroupCommitWriter:
         self._failures = 0
         self._lost_rows = 0
         self._worker = threading.Thread(target=self._run, name="byeline-store-writer", daemon=True)
+        # The writer's connection, held from one batch to the next: checking one out of the
+        # pool and back per batch cost more than the batch's statements (SQLAlchemy's pool
+        # events and reset). Dropped after any failure, so a retry starts on a fresh one.
+        self._held: sa.Connection | None = None
 
     # -- any thread ---------------------------------------------------------------------------
 
@@ -211,6 +215,7 @@ class GroupCommitWriter:
         leftovers = self._drain()
         if leftovers:
             self._process(leftovers)
+        self._drop_connection()
         if self._spool is not None:
             self._spool.release()
         return True
@@ -242,6 +247,7 @@ class GroupCommitWriter:
             except Exception:  # a bug must not kill the thread and silently stop all writes
                 log.exception("store: writer failed on a batch of %d operations", len(batch))
             if any(operation is _STOP for operation in batch):
+                self._drop_connection()
                 return
 
     def _guarded(self, step: Callable[[], object]) -> None:
@@ -286,9 +292,11 @@ class GroupCommitWriter:
         rows = len(records)
         for attempt in range(1, self._max_attempts + 1):
             try:
-                with self._engine.begin() as connection:
+                connection = self._connection()
+                with connection.begin():
                     rows = self._write(connection, records)
             except Exception as exc:
+                self._drop_connection()
                 self._failures += 1
                 if attempt == self._max_attempts:
                     if self._spool is not None and database_unreachable(exc):
@@ -329,6 +337,21 @@ class GroupCommitWriter:
                 self._rows += rows
                 return True
         return False  # not reached: the loop returns on success or on the last attempt
+
+    def _connection(self) -> sa.Connection:
+        connection = self._held
+        if connection is None or connection.closed or connection.invalidated:
+            self._drop_connection()
+            connection = self._held = self._engine.connect()
+        return connection
+
+    def _drop_connection(self) -> None:
+        connection, self._held = self._held, None
+        if connection is not None:
+            try:
+                connection.close()
+            except Exception as exc:  # a dead server: nothing to give back
+                log.debug("store: closing the writer's connection failed: %s", _one_line(exc))
 
     # -- the spool ----------------------------------------------------------------------------
 
