@@ -15,10 +15,16 @@ class Owner:
     """Anything with an identity (a transaction, a retransmitter)."""
 
 
-async def test_fires_in_deadline_order_and_once() -> None:
+def _running(granularity: float) -> tuple[asyncio.AbstractEventLoop, Timers]:
+    """The running loop and a ``Timers`` bound to it."""
     loop = asyncio.get_running_loop()
-    timers = Timers(granularity=0.001)
+    timers = Timers(granularity=granularity)
     timers.loop = loop
+    return loop, timers
+
+
+async def test_fires_in_deadline_order_and_once() -> None:
+    loop, timers = _running(0.001)
     fired: list[str] = []
     now = loop.time()
     a, b, c = Owner(), Owner(), Owner()
@@ -32,9 +38,7 @@ async def test_fires_in_deadline_order_and_once() -> None:
 
 
 async def test_rescheduling_replaces_and_none_cancels() -> None:
-    loop = asyncio.get_running_loop()
-    timers = Timers(granularity=0.001)
-    timers.loop = loop
+    loop, timers = _running(0.001)
     fired: list[str] = []
     now = loop.time()
     a, b = Owner(), Owner()
@@ -49,9 +53,7 @@ async def test_rescheduling_replaces_and_none_cancels() -> None:
 
 
 async def test_an_earlier_deadline_rearms_the_loop_timer() -> None:
-    loop = asyncio.get_running_loop()
-    timers = Timers(granularity=0.001)
-    timers.loop = loop
+    loop, timers = _running(0.001)
     fired: list[float] = []
     now = loop.time()
     timers.schedule(Owner(), now + 10.0, lambda: fired.append(10.0))
@@ -65,9 +67,7 @@ async def test_an_earlier_deadline_rearms_the_loop_timer() -> None:
 async def test_a_callback_that_schedules_later_does_not_delay_earlier_deadlines() -> None:
     """The first timer's callback arms its own next deadline far ahead; the second, already in
     the heap and due sooner, must still fire on time."""
-    loop = asyncio.get_running_loop()
-    timers = Timers(granularity=0.001)
-    timers.loop = loop
+    loop, timers = _running(0.001)
     a, b = Owner(), Owner()
     fired: list[tuple[str, float]] = []
     now = loop.time()
@@ -88,9 +88,7 @@ async def test_a_callback_that_schedules_later_does_not_delay_earlier_deadlines(
 async def test_a_failing_callback_is_logged_and_the_others_still_fire(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    loop = asyncio.get_running_loop()
-    timers = Timers(granularity=0.001)
-    timers.loop = loop
+    loop, timers = _running(0.001)
     fired: list[str] = []
     now = loop.time()
 
@@ -112,9 +110,7 @@ def test_without_a_loop_nothing_is_kept() -> None:
 
 
 async def test_many_timers_wake_the_loop_at_most_once_per_granularity() -> None:
-    loop = asyncio.get_running_loop()
-    timers = Timers(granularity=0.02)
-    timers.loop = loop
+    loop, timers = _running(0.02)
     fired: list[float] = []
     now = loop.time()
     owners = [Owner() for _ in range(200)]
