@@ -64,6 +64,7 @@ def test_allocated_port_is_held_until_taken_or_released() -> None:
         other.bind(("127.0.0.1", port))
     lease = allocator.take(port)
     assert lease.port == port and lease.host == "127.0.0.1"
+    assert lease.rtp_socket is not None
     assert lease.rtp_socket.getsockname() == ("127.0.0.1", port)
     with pytest.raises(ValueError, match=f"RTP port {port} was not allocated or was already taken"):
         allocator.take(port)
@@ -117,7 +118,7 @@ def test_allocator_binds_rtcp_when_asked() -> None:
 def test_allocator_ipv6() -> None:
     allocator = RtpPortAllocator(LOW + 40, LOW + 49, host="::1")
     lease = allocator.take(allocator.allocate())
-    assert lease.rtp_socket.family == socket.AF_INET6
+    assert lease.rtp_socket is not None and lease.rtp_socket.family == socket.AF_INET6
     lease.close()
 
 

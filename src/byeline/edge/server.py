@@ -133,6 +133,9 @@ class EdgeConfig:
     """Record only calls on these trunks (names or ids); empty: every call."""
     recording_announcement: bytes | None = None
     """8 kHz 16-bit PCM played first on recorded calls ("this call may be recorded")."""
+    rtp_port_rest: float | None = 2.0
+    """Seconds an ended call's RTP port stays parked (bound, dropping late packets) before a
+    new call may take it with its open socket; None closes each call's port at once."""
 
 
 class SourceRateLimiter:
@@ -280,7 +283,9 @@ class SipEdge:
         self.on_shutdown_route = on_shutdown_route
         self.result_attributes = result_attributes
         self.transports = SipTransports(self)
-        self.ports = RtpPortAllocator(*config.rtp_ports, host=config.media_ip)
+        self.ports = RtpPortAllocator(
+            *config.rtp_ports, host=config.media_ip, rest=config.rtp_port_rest
+        )
         self._server_txns: dict[tuple[str, str, str], tuple[Any, Flow]] = {}
         self._client_txns: dict[str, tuple[ClientTransaction, Flow, CallLeg]] = {}
         self._legs: dict[tuple[str, str], CallLeg] = {}
@@ -358,6 +363,7 @@ class SipEdge:
             if leg.agent_task is not None and not leg.agent_task.done():
                 leg.agent_task.cancel()
         await self.transports.close()
+        self.ports.close_parked()
         self.timers.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
@@ -1069,17 +1075,35 @@ class SipEdge:
         if neg is None or leg.rtp_port is None or leg.media_starting:
             return
         leg.media_starting = True
+        if self.ports.ready(leg.rtp_port):
+            # A parked port: its socket is open, the endpoint starts now (no task, no await).
+            call = leg.call
+            stream = self._media_stream(neg)
+            leg.recording = self._open_recording(leg)
+            endpoint = RtpEndpoint.attach(
+                stream,
+                self.ports,
+                leg.rtp_port,
+                on_dtmf=lambda d: call.emit("dtmf", d.digit),
+                on_media_timeout=lambda: self._media_timeout(leg),
+                recorder=leg.recording,
+            )
+            self._media_opened(leg, neg, endpoint)
+            return
         self._spawn(self._open_media(leg, neg))
 
-    async def _open_media(self, leg: CallLeg, neg: sdp.Negotiated) -> None:
-        call = leg.call
-        stream = MediaStream(
+    def _media_stream(self, neg: sdp.Negotiated) -> MediaStream:
+        return MediaStream(
             payload_type=neg.payload_type,
             telephone_event_pt=neg.telephone_event_pt,
             remote_address=neg.remote_rtp,
             timeout=self.config.media_timeout,
             srtp=neg.srtp.context() if neg.srtp is not None else None,
         )
+
+    async def _open_media(self, leg: CallLeg, neg: sdp.Negotiated) -> None:
+        call = leg.call
+        stream = self._media_stream(neg)
         leg.recording = self._open_recording(leg)
         try:
             endpoint = await RtpEndpoint.open(
@@ -1094,6 +1118,10 @@ class SipEdge:
             log.error("%s: cannot open RTP port %s: %s", call.call_id, leg.rtp_port, exc)
             await call.hangup(ended_by=EndedBy.ERROR)
             return
+        self._media_opened(leg, neg, endpoint)
+
+    def _media_opened(self, leg: CallLeg, neg: sdp.Negotiated, endpoint: RtpEndpoint) -> None:
+        call = leg.call
         if call.ended:
             endpoint.close()
             return

@@ -9,6 +9,14 @@ asyncio edge adopts it instead of binding again (``allocate`` then ``take``).
 Ports are taken round-robin, continuing after the last one handed out, rather than lowest-first:
 a port released at the end of one call is then not reused at once, so late packets of the old call
 cannot land in a new one.
+
+Parking (``rest`` seconds, off by default): a port released together with its open transport
+(``release(port, carrier)``) is kept bound instead of closed, with the transport reading and
+dropping whatever still arrives; once it has rested ``rest`` seconds, ``allocate`` hands it out
+again, oldest first, before binding a new one. Under load this saves each call a socket's whole
+life (``socket``, ``bind``, the event loop's registration, ``close``: ten system calls and a
+transport). A parked port that waits longer than ``park_limit`` seconds is closed, so a burst does
+not hold sockets for ever; ``close_parked`` closes them all (at shutdown).
 """
 
 from __future__ import annotations
@@ -17,7 +25,10 @@ import errno
 import functools
 import ipaddress
 import socket
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 __all__ = ["PortRangeExhausted", "RtpPortAllocator", "RtpPortLease"]
 
@@ -26,25 +37,36 @@ class PortRangeExhausted(RuntimeError):
     """No RTP port of the range could be bound."""
 
 
+class Carrier(Protocol):
+    """What carries a parked port: its open transport (asyncio's ``close`` is enough)."""
+
+    def close(self) -> None: ...
+
+
 @dataclass(slots=True)
 class RtpPortLease:
     """A bound RTP socket; ``rtcp_socket`` is the bound port+1 when RTCP sockets were asked for.
 
     The sockets are non-blocking. After ``RtpPortAllocator.take`` they belong to the caller
     (normally handed to the asyncio transport, which closes them); the port number itself is
-    given back with ``RtpPortAllocator.release``.
+    given back with ``RtpPortAllocator.release``. A port that comes back from parking has no
+    socket but its ``carrier``: the transport an earlier call released it with, still open.
     """
 
     host: str
     port: int
-    rtp_socket: socket.socket
+    rtp_socket: socket.socket | None
     rtcp_socket: socket.socket | None = None
+    carrier: Carrier | None = None
 
     def close(self) -> None:
         """Close the sockets (only needed if they were never handed to a transport)."""
-        self.rtp_socket.close()
+        if self.rtp_socket is not None:
+            self.rtp_socket.close()
         if self.rtcp_socket is not None:
             self.rtcp_socket.close()
+        if self.carrier is not None:
+            self.carrier.close()
 
 
 @functools.lru_cache(maxsize=64)
@@ -65,7 +87,15 @@ class RtpPortAllocator:
     """
 
     def __init__(
-        self, low: int, high: int, *, host: str = "0.0.0.0", bind_rtcp: bool = False
+        self,
+        low: int,
+        high: int,
+        *,
+        host: str = "0.0.0.0",
+        bind_rtcp: bool = False,
+        rest: float | None = None,
+        park_limit: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not 1 <= low <= 65535 or not 1 <= high <= 65535:
             raise ValueError(f"RTP port range {low}-{high} is outside 1-65535")
@@ -81,6 +111,15 @@ class RtpPortAllocator:
         self._in_use: set[int] = set()
         self._held: dict[int, RtpPortLease] = {}  # allocated, sockets not taken yet
         self._next = 0  # index into _ports where the next search starts
+        if rest is not None and not 0 <= rest <= park_limit:
+            raise ValueError(f"RTP port rest {rest} s is outside 0-{park_limit} s")
+        self.rest = rest
+        self.park_limit = park_limit
+        self._clock = clock
+        # Parked ports, oldest first (a dict keeps insertion order): port -> (since, lease).
+        self._parked: dict[int, tuple[float, RtpPortLease]] = {}
+        self.reused = 0
+        """Ports handed out again from parking (monitoring)."""
 
     @property
     def capacity(self) -> int:
@@ -92,6 +131,11 @@ class RtpPortAllocator:
         """The RTP ports handed out and not released."""
         return frozenset(self._in_use)
 
+    @property
+    def parked(self) -> frozenset[int]:
+        """The released ports kept open for reuse."""
+        return frozenset(self._parked)
+
     def allocate(self, host: str | None = None) -> int:
         """Bind the next free even port on ``host`` (default: the allocator's) and return it.
 
@@ -100,26 +144,44 @@ class RtpPortAllocator:
         for another reason (``host`` is not an address of this machine).
         """
         host = self.host if host is None else host
+        parked = self._parked
+        if parked:
+            now = self._clock()
+            self._expire(now)
+            if parked:
+                port = next(iter(parked))
+                since, lease = parked[port]
+                if now - since >= (self.rest or 0.0) and lease.host == host:
+                    return self._unpark(port)
         family = _family(host)
         busy = 0
         count = len(self._ports)
         for step in range(count):
             index = (self._next + step) % count
             port = self._ports[index]
-            if port in self._in_use:
+            if port in self._in_use or port in parked:
                 continue
-            lease = self._try_bind(family, host, port)
-            if lease is None:
+            lease_or_none = self._try_bind(family, host, port)
+            if lease_or_none is None:
                 busy += 1
                 continue
             self._in_use.add(port)
-            self._held[port] = lease
+            self._held[port] = lease_or_none
             self._next = (index + 1) % count
             return port
+        # Every port is taken: one still resting beats refusing the call.
+        for port, (_, lease) in parked.items():
+            if lease.host == host:
+                return self._unpark(port)
         raise PortRangeExhausted(
             f"no free RTP port in {self.low}-{self.high} on {host}: {len(self._in_use)} in use "
             f"by calls, {busy} busy in other processes, {count} in the range"
         )
+
+    def ready(self, port: int) -> bool:
+        """Whether allocated ``port`` came back from parking (its lease has an open transport)."""
+        lease = self._held.get(port)
+        return lease is not None and lease.carrier is not None
 
     def take(self, port: int) -> RtpPortLease:
         """Hand over the bound socket(s) of an allocated port; the caller now owns them."""
@@ -129,11 +191,55 @@ class RtpPortAllocator:
         return lease
 
     def release(self, port: int) -> None:
-        """Give back an allocated port; releasing it twice is harmless."""
+        """Give back an allocated port; releasing it twice (or a parked one) is harmless."""
         lease = self._held.pop(port, None)
         if lease is not None:
             lease.close()
         self._in_use.discard(port)
+
+    def park(self, port: int, host: str, carrier: Carrier) -> None:
+        """Give back a taken port with its open transport: parked if parking is on, else closed.
+
+        A port that was released already is not parked (its carrier is closed).
+        """
+        if self.rest is None or port not in self._in_use or port in self._held:
+            carrier.close()
+            self.release(port)
+            return
+        self._in_use.discard(port)
+        now = self._clock()
+        self._parked[port] = (now, RtpPortLease(host, port, None, carrier=carrier))
+        self._expire(now)
+
+    def discard(self, port: int, carrier: Carrier) -> None:
+        """Forget a parked port whose transport (``carrier``) closed underneath it."""
+        entry = self._parked.get(port)
+        if entry is not None and entry[1].carrier is carrier:
+            del self._parked[port]
+
+    def close_parked(self) -> None:
+        """Close every parked port (at shutdown)."""
+        parked, self._parked = self._parked, {}
+        for _, lease in parked.values():
+            lease.close()
+
+    def _unpark(self, port: int) -> int:
+        _, lease = self._parked.pop(port)
+        self._in_use.add(port)
+        self._held[port] = lease
+        self.reused += 1
+        return port
+
+    def _expire(self, now: float) -> None:
+        parked = self._parked
+        limit = now - self.park_limit
+        while parked:
+            port = next(iter(parked))
+            since, lease = parked[port]
+            if since > limit:
+                return
+            del parked[port]
+            lease.close()
 
     def _try_bind(self, family: int, host: str, port: int) -> RtpPortLease | None:
         rtp = _bind(family, host, port)

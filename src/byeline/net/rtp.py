@@ -161,7 +161,7 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         self._ticker = ticker
         self._transport: asyncio.DatagramTransport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._release: Callable[[], None] | None = None
+        self._allocator: RtpPortAllocator | None = None  # gives the port back on close
         self._rtcp_transport: asyncio.BaseTransport | None = None
         self._playback: deque[_Playback] = deque()
         self._awaiting_drain: list[asyncio.Future[bool]] = []
@@ -199,7 +199,20 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         loop = asyncio.get_running_loop()
         if port is None:
             port = allocator.allocate(host)
+        if allocator.ready(port):
+            return cls.attach(
+                stream,
+                allocator,
+                port,
+                on_audio=on_audio,
+                on_dtmf=on_dtmf,
+                on_media_timeout=on_media_timeout,
+                send_silence=send_silence,
+                ticker=ticker,
+                recorder=recorder,
+            )
         lease = allocator.take(port)
+        assert lease.rtp_socket is not None
         try:
             _, endpoint = await loop.create_datagram_endpoint(
                 lambda: cls(
@@ -223,7 +236,46 @@ class RtpEndpoint(asyncio.DatagramProtocol):
             allocator.release(port)
             raise
         endpoint.local_address = (lease.host, port)
-        endpoint._release = lambda: allocator.release(port)
+        endpoint._allocator = allocator
+        return endpoint
+
+    @classmethod
+    def attach(
+        cls,
+        stream: MediaStream,
+        allocator: RtpPortAllocator,
+        port: int,
+        *,
+        on_audio: Callable[[bytes], None] | None = None,
+        on_dtmf: Callable[[DtmfDigit], None] | None = None,
+        on_media_timeout: Callable[[], None] | None = None,
+        send_silence: bool = True,
+        ticker: MediaTicker | None = None,
+        recorder: Recorder | None = None,
+    ) -> RtpEndpoint:
+        """Start the endpoint at once on ``port``, which the allocator handed out from parking.
+
+        The port's transport is still open from an earlier call (``allocator.ready(port)``):
+        the endpoint becomes its protocol, with no socket to create and nothing to await.
+        """
+        lease = allocator.take(port)
+        if lease.carrier is None:
+            allocator.release(port)
+            raise ValueError(f"RTP port {port} did not come back from parking")
+        transport = cast(asyncio.DatagramTransport, lease.carrier)
+        endpoint = cls(
+            stream,
+            on_audio=on_audio,
+            on_dtmf=on_dtmf,
+            on_media_timeout=on_media_timeout,
+            send_silence=send_silence,
+            ticker=ticker,
+            recorder=recorder,
+        )
+        endpoint.local_address = (lease.host, port)
+        endpoint._allocator = allocator
+        transport.set_protocol(endpoint)
+        endpoint.connection_made(transport)
         return endpoint
 
     # asyncio.DatagramProtocol ---------------------------------------------------------------
@@ -357,13 +409,27 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         self.clear()
         _resolve(self._awaiting_drain, False)
         self._awaiting_drain.clear()
-        if self._transport is not None:
-            self._transport.close()
+        transport, self._transport = self._transport, None
+        allocator, self._allocator = self._allocator, None
+        address = self.local_address
+        if allocator is not None and address is not None:
+            if (
+                transport is not None
+                and allocator.rest is not None
+                and self._rtcp_transport is None
+                and not transport.is_closing()
+                and _buffered(transport) == 0
+            ):
+                # Parked: kept bound, reading and dropping what still arrives, for a later call.
+                transport.set_protocol(_Parked(allocator, address[1], transport))
+                allocator.park(address[1], address[0], transport)
+                transport = None
+            else:
+                allocator.release(address[1])
+        if transport is not None:
+            transport.close()
         if self._rtcp_transport is not None:
             self._rtcp_transport.close()
-        if self._release is not None:
-            self._release()
-            self._release = None
         for queue in (self._audio_queue, self._dtmf_queue):
             if queue is not None:
                 _put_dropping_oldest(queue, None)
@@ -472,6 +538,28 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         if need:
             parts.append(bytes(need))
         return b"".join(parts), finished
+
+
+class _Parked(asyncio.DatagramProtocol):
+    """The protocol of a parked RTP port: drops late packets of the call that used it."""
+
+    __slots__ = ("allocator", "port", "transport")
+
+    def __init__(
+        self, allocator: RtpPortAllocator, port: int, transport: asyncio.DatagramTransport
+    ) -> None:
+        self.allocator = allocator
+        self.port = port
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        pass
+
+    def error_received(self, exc: Exception) -> None:
+        pass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.allocator.discard(self.port, self.transport)
 
 
 def _put_dropping_oldest(queue: asyncio.Queue[Any], item: Any) -> None:
