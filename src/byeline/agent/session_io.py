@@ -25,9 +25,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
-from typing import Final, cast
+from typing import Final
 
 import numpy as np
 from livekit import rtc
@@ -63,7 +62,7 @@ class CallAudioInput(AudioInput):
         self.sample_rate = sample_rate
         if sample_rate % CALL_SAMPLE_RATE:
             raise ValueError(f"sample_rate must be a multiple of 8000 Hz, got {sample_rate}")
-        self._frames = cast(AsyncGenerator[bytes, None], media.audio_frames())
+        self._frames = media.audio_frames()
         self._upsampler = _Upsampler(sample_rate // CALL_SAMPLE_RATE)
         self.frames_in = 0
         """20 ms frames read from the call (monitoring, tests)."""

@@ -19,9 +19,8 @@ import asyncio
 import logging
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from typing import Any, ClassVar, Final, cast
+from collections.abc import Callable
+from typing import Any, ClassVar, Final, Generic, TypeVar, cast
 
 from byeline.net.ports import RtpPortAllocator
 from byeline.rtp.dtmf import DtmfDigit
@@ -29,7 +28,7 @@ from byeline.rtp.g711 import PCMA, PCMA_SILENCE, PCMU_SILENCE
 from byeline.rtp.recording import Recorder
 from byeline.rtp.stream import Address, MediaStream
 
-__all__ = ["FRAME_BYTES", "MediaTicker", "RtpEndpoint"]
+__all__ = ["FRAME_BYTES", "MediaTicker", "QueueReader", "RtpEndpoint"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +37,7 @@ FRAME_BYTES: Final = 320
 _SILENCE_PCM: Final = bytes(FRAME_BYTES)
 _AUDIO_QUEUE_FRAMES: Final = 100  # 2 s of received audio for a slow async consumer
 _DTMF_QUEUE_SIZE: Final = 32
+T = TypeVar("T")
 
 
 class MediaTicker:
@@ -116,11 +116,15 @@ class MediaTicker:
             self._handle = None
 
 
-@dataclass(slots=True)
 class _Playback:
-    pcm: memoryview
-    offset: int
-    done: asyncio.Future[bool] | None
+    """Speech queued on an endpoint: the PCM, how far it has been sent, who waits for it."""
+
+    __slots__ = ("done", "offset", "pcm")
+
+    def __init__(self, pcm: memoryview, offset: int, done: asyncio.Future[bool] | None) -> None:
+        self.pcm = pcm
+        self.offset = offset
+        self.done = done
 
 
 class RtpEndpoint(asyncio.DatagramProtocol):
@@ -367,30 +371,20 @@ class RtpEndpoint(asyncio.DatagramProtocol):
 
     # Receiving ------------------------------------------------------------------------------
 
-    async def audio_frames(self) -> AsyncIterator[bytes]:
+    def audio_frames(self) -> QueueReader[bytes]:
         """Yield received 20 ms PCM frames until the endpoint closes.
 
         Frames are kept for 2 s when the consumer is slower; older ones are dropped.
         """
         if self._audio_queue is None:
             self._audio_queue = asyncio.Queue(_AUDIO_QUEUE_FRAMES)
-        queue = self._audio_queue
-        while not self._closed or not queue.empty():
-            frame = await queue.get()
-            if frame is None:
-                return
-            yield frame
+        return QueueReader(self, self._audio_queue)
 
-    async def dtmf_digits(self) -> AsyncIterator[DtmfDigit]:
+    def dtmf_digits(self) -> QueueReader[DtmfDigit]:
         """Yield received key presses until the endpoint closes."""
         if self._dtmf_queue is None:
             self._dtmf_queue = asyncio.Queue(_DTMF_QUEUE_SIZE)
-        queue = self._dtmf_queue
-        while not self._closed or not queue.empty():
-            digit = await queue.get()
-            if digit is None:
-                return
-            yield digit
+        return QueueReader(self, self._dtmf_queue)
 
     # Lifecycle ------------------------------------------------------------------------------
 
@@ -538,6 +532,37 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         if need:
             parts.append(bytes(need))
         return b"".join(parts), finished
+
+
+class QueueReader(Generic[T]):
+    """An async iterator over one of an endpoint's queues, ending when the endpoint closes.
+
+    What an async generator would be (``aclose`` included), written out as a class so that
+    mypyc compiles the module (it does not compile async generators).
+    """
+
+    def __init__(self, endpoint: RtpEndpoint, queue: asyncio.Queue[T | None]) -> None:
+        self._endpoint = endpoint
+        self._queue = queue
+        self._done = False
+
+    def __aiter__(self) -> QueueReader[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        queue = self._queue
+        if self._done or (self._endpoint.closed and queue.empty()):
+            self._done = True
+            raise StopAsyncIteration
+        item = await queue.get()
+        if item is None:
+            self._done = True
+            raise StopAsyncIteration
+        return item
+
+    async def aclose(self) -> None:
+        """Stop iterating (the endpoint and its queue are left as they are)."""
+        self._done = True
 
 
 class _Parked(asyncio.DatagramProtocol):
