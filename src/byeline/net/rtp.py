@@ -427,6 +427,11 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         for queue in (self._audio_queue, self._dtmf_queue):
             if queue is not None:
                 _put_dropping_oldest(queue, None)
+        # The callbacks usually reach back to the call that holds this endpoint: let go of them
+        # so that an ended call is freed by reference counting, not left to the cyclic collector.
+        self.on_audio = None
+        self.on_dtmf = None
+        self.on_media_timeout = None
 
     # Ticker callbacks -----------------------------------------------------------------------
 
