@@ -1,4 +1,6 @@
-"""An ended call's leg stays 64*T1 for late retransmissions, then goes (one sweep timer)."""
+"""An ended call's dialog is remembered 64*T1 for late requests, then goes (one sweep timer).
+
+Only its key and call id stay: the leg itself is freed when the call ends."""
 
 from __future__ import annotations
 
@@ -64,10 +66,23 @@ async def test_ended_legs_linger_64_t1_then_go() -> None:
     call(1)
     await asyncio.sleep(0.3)
     call(2)  # ends 0.3 s after the first
-    assert len(edge._legs) == 2  # both kept for late retransmissions
+    assert edge._legs == {}  # no leg outlives its call
+    assert len(edge._ended) == 2  # both dialogs remembered for late requests
+    tag = next(tag for (call_id, tag) in edge._ended if call_id == "legs-2@five9")
+    assert edge._ended[("legs-2@five9", tag)].startswith("SCL_")
+
+    def late(method: str, cseq: int, step: int) -> list[Response]:
+        sent.clear()
+        edge.receive(_in_dialog(method, 2, tag, cseq, step), flow)
+        return [m for m in map(parse_message, sent) if isinstance(m, Response)]
+
+    assert late("ACK", 1, 2) == []  # a late ACK is absorbed
+    assert [r.status for r in late("BYE", 3, 4)] == [200]  # a BYE again, new branch: 200
+    assert [r.status for r in late("INFO", 4, 5)] == [481]  # the dialog is over
     await asyncio.sleep(0.5)  # 0.8 s after the first ended, 0.5 s after the second
-    assert [key[0] for key in edge._legs] == ["legs-2@five9"]
+    assert [key[0] for key in edge._ended] == ["legs-2@five9"]
     await asyncio.sleep(0.4)
-    assert edge._legs == {}
+    assert edge._ended == {}
+    assert [r.status for r in late("BYE", 5, 6)] == [481]  # forgotten: 481
     assert edge._sweeper is None  # nothing left to sweep: no timer pending
     await edge.shutdown()

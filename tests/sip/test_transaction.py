@@ -83,8 +83,8 @@ def test_timer_config_defaults() -> None:
 
 
 def test_base_transaction_has_no_timers_of_its_own() -> None:
-    txn = Transaction(request("OPTIONS"), reliable=False, config=TimerConfig())
-    assert txn.state is State.TRYING
+    txn = Transaction(reliable=False, config=TimerConfig())
+    assert txn.state is State.TRYING and txn.key is None
     assert txn.deadline is None
     assert txn.on_timer(1e9) == []
     with pytest.raises(NotImplementedError):
@@ -108,6 +108,32 @@ def test_invite_server_100_then_final_and_retransmissions_in_proceeding() -> Non
     assert txn.receive_request(invite, 0.5) == [Transmit(ringing.serialize(), retransmission=True)]
     assert txn.state is State.PROCEEDING
     assert txn.on_timer(100.0) == []
+    assert txn.request is invite  # kept until the final response
+
+
+def test_server_transactions_let_go_of_the_request_at_the_final_response() -> None:
+    # Accepted, Completed and Confirmed wait 64*T1 on the response's bytes alone: an ended
+    # call's transactions hold no parsed message (the edge keeps tens of thousands of them).
+    for status in (200, 486):
+        invite = request("INVITE")
+        txn = ServerInviteTransaction(invite, reliable=False)
+        final = response(status)
+        txn.respond(final, 0.0)
+        assert txn.request is None
+        if status >= 300:
+            assert txn.receive_request(invite, 0.1) == [
+                Transmit(final.serialize(), retransmission=True)
+            ]
+    bye = request("BYE", cseq=2)
+    server = ServerTransaction(bye, reliable=False)
+    ok = response(200, method="BYE")
+    server.respond(ok, 0.0)
+    assert server.request is None
+    assert server.receive_request(bye, 1.0) == [Transmit(ok.serialize(), retransmission=True)]
+    client = ClientTransaction(request("BYE", cseq=3), reliable=False)
+    client.start(0.0)
+    client.receive_response(response(200, method="BYE"), 0.1)
+    assert client.request.method == "BYE"  # a client transaction keeps its request
 
 
 def test_invite_server_non_2xx_timer_g_then_h() -> None:

@@ -288,13 +288,17 @@ class SipEdge:
         )
         self._server_txns: dict[tuple[str, str, str], tuple[Any, Flow]] = {}
         self._client_txns: dict[str, tuple[ClientTransaction, Flow, CallLeg]] = {}
-        self._legs: dict[tuple[str, str], CallLeg] = {}
+        self._legs: dict[tuple[str, str], CallLeg] = {}  # dialog (Call-ID, our tag) -> live leg
+        # Ended dialogs, kept 64*T1 for late requests: (Call-ID, our tag) -> our call id. Only
+        # the id stays, not the leg: tens of thousands linger under load, and the collector
+        # would walk every object a whole leg holds.
+        self._ended: dict[tuple[str, str], str] = {}
         self._active: dict[str, CallLeg] = {}  # call_id -> leg, until the call ends
         self._invite_legs: dict[tuple[str, str, str], CallLeg] = {}
         # Transaction and 2xx-retransmission timers, on one loop timer.
         self.timers = Timers()
-        # Ended legs kept for late retransmissions, by how long they linger: (due, leg key) in
-        # due order, dropped by one sweep timer rather than a timer per call.
+        # Ended dialogs by how long they linger: (due, dialog key) in due order, dropped by one
+        # sweep timer rather than a timer per call.
         self._lingering: dict[float, deque[tuple[float, tuple[str, str]]]] = {}
         self._sweeper: asyncio.TimerHandle | None = None
         self._challengers: dict[str, DigestChallenger] = {}
@@ -425,7 +429,7 @@ class SipEdge:
             if isinstance(out, Transmit):
                 self._send(flow, out.data, call_id, to)
             elif isinstance(out, Terminated):
-                self._server_txns.pop(_txn_key(txn.request), None)
+                self._server_txns.pop(txn.key, None)
         if not txn.terminated:
             self._schedule(txn, txn.deadline, lambda: self._server_timer(txn, flow, call_id, to))
         else:
@@ -435,7 +439,7 @@ class SipEdge:
         outputs = txn.on_timer(self._now())
         for out in outputs:
             if isinstance(out, TimedOut) and isinstance(txn, ServerInviteTransaction):
-                log.info("no ACK for the final response to %s", txn.request.call_id)
+                log.info("no ACK for the final response to INVITE %s", call_id or txn.key)
         self._run_server(txn, flow, outputs, call_id, to)
 
     def respond(
@@ -462,6 +466,7 @@ class SipEdge:
         txn: Any
         if entry is None:
             txn = ServerTransaction(request, reliable=flow.reliable, config=self.config.timers)
+            txn.key = key
             self._server_txns[key] = (txn, flow)
         else:
             txn = entry[0]
@@ -720,6 +725,7 @@ class SipEdge:
         self.stats["invites"] += 1
         key = _txn_key(invite)
         txn = ServerInviteTransaction(invite, reliable=flow.reliable, config=self.config.timers)
+        txn.key = key
         self._server_txns[key] = (txn, flow)
         to = self._response_target(invite, flow)
         if self.config.answer_delay > 0 and not self.config.ringing:
@@ -1020,8 +1026,12 @@ class SipEdge:
             txn = entry[0]
             self._run_server(txn, flow, txn.receive_request(ack, self._now()), None, None)
             return
-        leg = self._legs.get((ack.call_id, ack.to_tag or ""))
+        dialog_key = (ack.call_id, ack.to_tag or "")
+        leg = self._legs.get(dialog_key)
         if leg is None:
+            ended = self._ended.get(dialog_key)
+            if ended is not None:
+                self._trace_in(ended, flow, data)  # a late ACK of an ended call
             return  # an ACK for nothing we know: absorbed (§17.2.3)
         self._trace_in(leg.call.call_id, flow, data)
         if leg.retransmitter is None or leg.retransmitter.acked:
@@ -1225,8 +1235,16 @@ class SipEdge:
         )
 
     def _receive_in_dialog(self, request: Request, flow: Flow, data: bytes) -> None:
-        leg = self._legs.get((request.call_id, request.to_tag or ""))
+        key = (request.call_id, request.to_tag or "")
+        leg = self._legs.get(key)
         if leg is None or leg.dialog is None:
+            ended = self._ended.get(key)
+            if ended is not None:
+                # A request of an ended dialog: a BYE that crossed ours, or came again with a new
+                # branch, is answered 200 (the call is over either way); anything else 481.
+                self._trace_in(ended, flow, data)
+                self.respond(request, flow, 200 if request.method == "BYE" else 481, call_id=ended)
+                return
             self.respond(request, flow, 481)
             return
         call = leg.call
@@ -1299,6 +1317,7 @@ class SipEdge:
             txn = ServerInviteTransaction(
                 request, reliable=flow.reliable, config=self.config.timers
             )
+            txn.key = key
             self._server_txns[key] = (txn, flow)
             response = make_response(
                 request,
@@ -1503,12 +1522,16 @@ class SipEdge:
             result.delivery.value,
             f" ({result.code})" if result.code else "",
         )
-        # Keep the leg for in-flight retransmissions (BYE 200 retransmits, late ACK) briefly.
-        if self._loop is not None:
-            self._linger(leg.key, 64 * self.config.timers.t1 if not leg.flow.reliable else 1.0)
+        # The dialog is remembered briefly for late requests (a retransmitted ACK, a BYE that
+        # crossed ours), by its key and our call id only.
+        key = leg.key
+        if self._legs.get(key) is leg:
+            del self._legs[key]
+            self._ended[key] = call.call_id
+            self._linger(key, 64 * self.config.timers.t1 if not leg.flow.reliable else 1.0)
 
     def _linger(self, key: tuple[str, str], delay: float) -> None:
-        """Drop the ended leg ``key`` from ``_legs`` about ``delay`` seconds from now."""
+        """Forget the ended dialog ``key`` about ``delay`` seconds from now."""
         due = self._now() + delay
         queue = self._lingering.get(delay)
         if queue is None:
@@ -1524,7 +1547,7 @@ class SipEdge:
         next_due: float | None = None
         for queue in self._lingering.values():
             while queue and queue[0][0] <= now:
-                self._legs.pop(queue.popleft()[1], None)
+                self._ended.pop(queue.popleft()[1], None)
             if queue and (next_due is None or queue[0][0] < next_due):
                 next_due = queue[0][0]
         if next_due is not None and self._loop is not None:

@@ -153,12 +153,16 @@ class _Timers:
 
 
 class Transaction:
-    """What every transaction has: a request, a state, timers."""
+    """What every transaction has: a state, timers, and the user's key for it.
 
-    __slots__ = ("_timers", "config", "reliable", "request", "state")
+    ``key`` is the transaction user's (its entry in a table of transactions, for instance):
+    the transaction never reads it. The request is kept by each kind as it needs it.
+    """
 
-    def __init__(self, request: Request, *, reliable: bool, config: TimerConfig) -> None:
-        self.request = request
+    __slots__ = ("_timers", "config", "key", "reliable", "state")
+
+    def __init__(self, *, reliable: bool, config: TimerConfig) -> None:
+        self.key: object = None
         self.reliable = reliable
         self.config = config
         self.state = State.TRYING
@@ -196,9 +200,14 @@ class Transaction:
 
 
 class ServerInviteTransaction(Transaction):
-    """The INVITE server transaction (§17.2.1, RFC 6026)."""
+    """The INVITE server transaction (§17.2.1, RFC 6026).
 
-    __slots__ = ("_g_interval", "_last")
+    ``request`` is the INVITE until the final response is sent, then None: what is left to do
+    (absorb or answer retransmissions, wait for the ACK) needs the response's bytes only, and a
+    transaction that waits 64*T1 in Accepted or Completed holds no parsed message meanwhile.
+    """
+
+    __slots__ = ("_g_interval", "_last", "request")
 
     def __init__(
         self,
@@ -207,7 +216,8 @@ class ServerInviteTransaction(Transaction):
         reliable: bool,
         config: TimerConfig = TimerConfig(),
     ) -> None:
-        super().__init__(request, reliable=reliable, config=config)
+        super().__init__(reliable=reliable, config=config)
+        self.request: Request | None = request
         self.state = State.PROCEEDING
         self._last: bytes | None = None
         self._g_interval = config.t1
@@ -221,6 +231,7 @@ class ServerInviteTransaction(Transaction):
         out: list[Output] = [Transmit(data)]
         if response.status < 200:
             return out
+        self.request = None
         if response.status < 300:
             self.state = State.ACCEPTED
             self._timers.arm("L", now + self.config.timeout)
@@ -260,9 +271,12 @@ class ServerInviteTransaction(Transaction):
 
 
 class ServerTransaction(Transaction):
-    """The non-INVITE server transaction (§17.2.2)."""
+    """The non-INVITE server transaction (§17.2.2).
 
-    __slots__ = ("_last",)
+    ``request`` is None once the final response is sent (see :class:`ServerInviteTransaction`).
+    """
+
+    __slots__ = ("_last", "request")
 
     def __init__(
         self,
@@ -271,7 +285,8 @@ class ServerTransaction(Transaction):
         reliable: bool,
         config: TimerConfig = TimerConfig(),
     ) -> None:
-        super().__init__(request, reliable=reliable, config=config)
+        super().__init__(reliable=reliable, config=config)
+        self.request: Request | None = request
         self._last: bytes | None = None
 
     def respond(self, response: Response, now: float) -> list[Output]:
@@ -284,6 +299,7 @@ class ServerTransaction(Transaction):
             self.state = State.PROCEEDING
             return [Transmit(data)]
         self.state = State.COMPLETED
+        self.request = None
         if self.reliable:
             return [Transmit(data), *self._terminate()]
         self._timers.arm("J", now + self.config.timeout)
@@ -305,7 +321,7 @@ class ServerTransaction(Transaction):
 class ClientTransaction(Transaction):
     """The non-INVITE client transaction (§17.1.2): BYE, INFO, OPTIONS..."""
 
-    __slots__ = ("_data", "_e_interval")
+    __slots__ = ("_data", "_e_interval", "request")
 
     def __init__(
         self,
@@ -314,7 +330,8 @@ class ClientTransaction(Transaction):
         reliable: bool,
         config: TimerConfig = TimerConfig(),
     ) -> None:
-        super().__init__(request, reliable=reliable, config=config)
+        super().__init__(reliable=reliable, config=config)
+        self.request = request
         self._data = request.serialize()
         self._e_interval = config.t1
 
@@ -357,7 +374,7 @@ class ClientTransaction(Transaction):
 class ClientInviteTransaction(Transaction):
     """The INVITE client transaction (§17.1.1, RFC 6026)."""
 
-    __slots__ = ("_a_interval", "_ack", "_data")
+    __slots__ = ("_a_interval", "_ack", "_data", "request")
 
     def __init__(
         self,
@@ -366,7 +383,8 @@ class ClientInviteTransaction(Transaction):
         reliable: bool,
         config: TimerConfig = TimerConfig(),
     ) -> None:
-        super().__init__(request, reliable=reliable, config=config)
+        super().__init__(reliable=reliable, config=config)
+        self.request = request
         self.state = State.CALLING
         self._data = request.serialize()
         self._a_interval = config.t1
