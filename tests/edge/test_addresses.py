@@ -1,4 +1,4 @@
-"""The caller and called numbers the edge reads from From and To."""
+"""The caller and called numbers the edge reads from From and To, and a Via's sent-by."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from byeline.edge.server import (
+    _SENT_PROTOCOL,
     _address_uri,
     _address_user_host,
     _from_host,
     _from_user,
+    _sent_by,
     _to_user,
 )
 from byeline.sip.message import Request, parse_message
@@ -94,3 +96,32 @@ def test_user_and_host_agree_with_the_full_parse(value: str) -> None:
 @settings(max_examples=3000, suppress_health_check=[HealthCheck.too_slow])
 def test_user_and_host_agree_with_the_full_parse_on_any_text(value: str) -> None:
     assert _fast(value) == _full_parse(value)
+
+
+def _sent_by_regex(via: str) -> str:
+    m = _SENT_PROTOCOL.match(via.split(";", 1)[0])
+    return "".join(m.group(1).split()).lower() if m else ""
+
+
+@pytest.mark.parametrize(
+    ("via", "sent_by"),
+    [
+        ("SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK-1;rport", "198.51.100.7:5060"),
+        ("SIP/2.0/TCP Host.Example.COM;branch=z9hG4bK-2", "host.example.com"),
+        ("SIP / 2.0 / UDP  h.example : 5070 ;branch=z9hG4bK-3", "h.example:5070"),
+        ("SIP/2.0/UDP [2001:DB8::1]:5060", "[2001:db8::1]:5060"),
+        ("garbage", ""),
+    ],
+)
+def test_sent_by(via: str, sent_by: str) -> None:
+    assert _sent_by(via) == sent_by
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from(["SIP/2.0/UDP", "SIP/2.0/TLS", "SIP/2.0/WSS", "sip/2.0/udp", "SIP/2.0/X"]),
+    st.text(alphabet=" \t\r\nAz09.:[];=-/", max_size=30),
+)
+def test_sent_by_fast_path_agrees_with_the_grammar(protocol: str, rest: str) -> None:
+    via = f"{protocol} {rest}"
+    assert _sent_by(via) == _sent_by_regex(via)

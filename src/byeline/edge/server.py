@@ -1620,6 +1620,7 @@ def _branch_of(request: Request) -> str:
 
 
 _SENT_PROTOCOL = re.compile(r"\s*[^/\s]+\s*/\s*[^/\s]+\s*/\s*\S+\s+(.*)$", re.DOTALL)
+_SENT_PROTOCOLS = frozenset(f"SIP/2.0/{t}" for t in ("UDP", "TCP", "TLS", "SCTP", "WS", "WSS"))
 
 
 def _rekey(stream: MediaStream, negotiated: sdp.Negotiated) -> None:
@@ -1648,7 +1649,12 @@ def _accepts_sdp(accept: str) -> bool:
 
 def _sent_by(via: str) -> str:
     """``host:port`` of a Via, with RFC 3261's optional spaces (``SIP / 2.0 / UDP h``)."""
-    m = _SENT_PROTOCOL.match(via.split(";", 1)[0])
+    head = via.split(";", 1)[0]
+    protocol, space, rest = head.partition(" ")
+    if space and protocol in _SENT_PROTOCOLS:
+        # The usual spelling, without the regex: what follows the protocol, blanks removed.
+        return "".join(rest.split()).lower()
+    m = _SENT_PROTOCOL.match(head)
     return "".join(m.group(1).split()).lower() if m else ""
 
 

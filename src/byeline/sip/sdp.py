@@ -154,9 +154,10 @@ def redact_keys(sdp: str | bytes) -> str | bytes:
 def _uint(text: str, what: str, maximum: int) -> int:
     if not _DIGITS.fullmatch(text):
         raise ValueError(f"{what} is not a decimal number: {text!r}")
-    if len(text) > len(str(maximum)) or int(text) > maximum:
+    # The length test first keeps int() off huge digit strings (the maxima are under 2**64).
+    if len(text) > 40 or (value := int(text)) > maximum:
         raise ValueError(f"{what} {text} is larger than {maximum}")
-    return int(text)
+    return value
 
 
 def _check_text(value: str, what: str) -> str:
