@@ -41,3 +41,21 @@ def test_a_forked_child_does_not_reuse_the_parents_pool() -> None:
     os.waitpid(pid, 0)
     assert len(child) == 32
     assert child != entropy.random_bytes(32)
+
+
+def test_threads_never_get_the_same_bytes() -> None:
+    import threading
+
+    drawn: list[list[bytes]] = [[] for _ in range(4)]
+
+    def draw(into: list[bytes]) -> None:
+        for _ in range(5_000):
+            into.append(entropy.random_bytes(8))
+
+    threads = [threading.Thread(target=draw, args=(d,)) for d in drawn]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    every = [b for d in drawn for b in d]
+    assert len(set(every)) == len(every) == 20_000

@@ -14,14 +14,15 @@ import threading
 __all__ = ["random_bytes", "random_hex"]
 
 _BLOCK = 4096
-_pool = bytearray()
+_pool = b""  # the current block; bytes before _used have been handed out
+_used = _BLOCK
 _lock = threading.Lock()
 
 
 def _forget() -> None:
-    global _lock
+    global _lock, _pool, _used
     _lock = threading.Lock()  # a lock held by another thread at fork would never be released
-    del _pool[:]
+    _pool, _used = b"", _BLOCK
 
 
 os.register_at_fork(after_in_child=_forget)
@@ -29,14 +30,19 @@ os.register_at_fork(after_in_child=_forget)
 
 def random_bytes(n: int) -> bytes:
     """``n`` bytes from the OS's CSPRNG, never handed out twice."""
+    global _pool, _used
     if n > _BLOCK:
         return os.urandom(n)
-    with _lock:
-        if len(_pool) < n:
-            _pool.extend(os.urandom(_BLOCK))
-        out = bytes(_pool[-n:])
-        del _pool[-n:]
-    return out
+    lock = _lock
+    lock.acquire()  # not "with": in the compiled module that is four generic calls more
+    try:
+        start = _used
+        if start + n > _BLOCK:
+            _pool, start = os.urandom(_BLOCK), 0
+        _used = start + n
+        return _pool[start : start + n]
+    finally:
+        lock.release()
 
 
 def random_hex(n: int) -> str:
