@@ -193,9 +193,8 @@ def test_a_parked_socket_drops_late_packets_then_serves_the_next_call(loop_kind:
             clock.now += 2.0
             assert allocator.allocate() == port and allocator.ready(port)
             heard: list[bytes] = []
-            second = RtpEndpoint.attach(
-                MediaStream(jitter_delay=0.02), allocator, port, on_audio=heard.append
-            )
+            second = RtpEndpoint(MediaStream(jitter_delay=0.02), on_audio=heard.append)
+            second.attach(allocator, port)
             try:
                 assert second.local_address == ("127.0.0.1", port)
                 second.stream.set_remote_address(new_peer.getsockname())

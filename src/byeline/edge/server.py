@@ -1090,14 +1090,13 @@ class SipEdge:
             call = leg.call
             stream = self._media_stream(neg)
             leg.recording = self._open_recording(leg)
-            endpoint = RtpEndpoint.attach(
+            endpoint = RtpEndpoint(
                 stream,
-                self.ports,
-                leg.rtp_port,
                 on_dtmf=lambda d: call.emit("dtmf", d.digit),
                 on_media_timeout=lambda: self._media_timeout(leg),
                 recorder=leg.recording,
             )
+            endpoint.attach(self.ports, leg.rtp_port)
             self._media_opened(leg, neg, endpoint)
             return
         self._spawn(self._open_media(leg, neg))
@@ -1389,6 +1388,9 @@ class SipEdge:
         future: asyncio.Future[Response | None] = asyncio.get_running_loop().create_future()
         leg.bye_txn, leg.bye_future = txn, future
         self._client_txns[branch] = (txn, flow, leg)
+        self._run_client(txn, flow, leg, txn.start(self._now()))
+        # Recorded once the BYE is on the wire: the record's enqueue wakes the writer thread,
+        # which would otherwise take the GIL between the decision and the BYE.
         leg.recorded_attributes = call.attributes
         self._record(
             leg,
@@ -1398,7 +1400,6 @@ class SipEdge:
             bye_headers=safe,
             header_refusals=[{"name": r.name, "reason": r.reason} for r in refusals],
         )
-        self._run_client(txn, flow, leg, txn.start(self._now()))
         response = await future
         if response is None:
             delivery, code = Delivery.TIMEOUT, None

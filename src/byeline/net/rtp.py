@@ -203,33 +203,22 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         loop = asyncio.get_running_loop()
         if port is None:
             port = allocator.allocate(host)
+        endpoint = cls(
+            stream,
+            on_audio=on_audio,
+            on_dtmf=on_dtmf,
+            on_media_timeout=on_media_timeout,
+            send_silence=send_silence,
+            ticker=ticker,
+            recorder=recorder,
+        )
         if allocator.ready(port):
-            return cls.attach(
-                stream,
-                allocator,
-                port,
-                on_audio=on_audio,
-                on_dtmf=on_dtmf,
-                on_media_timeout=on_media_timeout,
-                send_silence=send_silence,
-                ticker=ticker,
-                recorder=recorder,
-            )
+            endpoint.attach(allocator, port)
+            return endpoint
         lease = allocator.take(port)
         assert lease.rtp_socket is not None
         try:
-            _, endpoint = await loop.create_datagram_endpoint(
-                lambda: cls(
-                    stream,
-                    on_audio=on_audio,
-                    on_dtmf=on_dtmf,
-                    on_media_timeout=on_media_timeout,
-                    send_silence=send_silence,
-                    ticker=ticker,
-                    recorder=recorder,
-                ),
-                sock=lease.rtp_socket,
-            )
+            await loop.create_datagram_endpoint(lambda: endpoint, sock=lease.rtp_socket)
             if lease.rtcp_socket is not None:
                 rtcp_transport, _ = await loop.create_datagram_endpoint(
                     asyncio.DatagramProtocol, sock=lease.rtcp_socket
@@ -243,44 +232,21 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         endpoint._allocator = allocator
         return endpoint
 
-    @classmethod
-    def attach(
-        cls,
-        stream: MediaStream,
-        allocator: RtpPortAllocator,
-        port: int,
-        *,
-        on_audio: Callable[[bytes], None] | None = None,
-        on_dtmf: Callable[[DtmfDigit], None] | None = None,
-        on_media_timeout: Callable[[], None] | None = None,
-        send_silence: bool = True,
-        ticker: MediaTicker | None = None,
-        recorder: Recorder | None = None,
-    ) -> RtpEndpoint:
-        """Start the endpoint at once on ``port``, which the allocator handed out from parking.
+    def attach(self, allocator: RtpPortAllocator, port: int) -> None:
+        """Start on ``port``, which the allocator handed out from parking, at once.
 
         The port's transport is still open from an earlier call (``allocator.ready(port)``):
-        the endpoint becomes its protocol, with no socket to create and nothing to await.
+        this endpoint becomes its protocol, with no socket to create and nothing to await.
         """
         lease = allocator.take(port)
         if lease.carrier is None:
             allocator.release(port)
             raise ValueError(f"RTP port {port} did not come back from parking")
         transport = cast(asyncio.DatagramTransport, lease.carrier)
-        endpoint = cls(
-            stream,
-            on_audio=on_audio,
-            on_dtmf=on_dtmf,
-            on_media_timeout=on_media_timeout,
-            send_silence=send_silence,
-            ticker=ticker,
-            recorder=recorder,
-        )
-        endpoint.local_address = (lease.host, port)
-        endpoint._allocator = allocator
-        transport.set_protocol(endpoint)
-        endpoint.connection_made(transport)
-        return endpoint
+        self.local_address = (lease.host, port)
+        self._allocator = allocator
+        transport.set_protocol(self)
+        self.connection_made(transport)
 
     # asyncio.DatagramProtocol ---------------------------------------------------------------
 
