@@ -10,8 +10,8 @@ Ports are taken round-robin, continuing after the last one handed out, rather th
 a port released at the end of one call is then not reused at once, so late packets of the old call
 cannot land in a new one.
 
-Parking (``rest`` seconds, off by default): a port released together with its open transport
-(``release(port, carrier)``) is kept bound instead of closed, with the transport reading and
+Parking (``rest`` seconds, off by default): a port given back together with its open transport
+(``park(port, host, carrier)``) is kept bound instead of closed, with the transport reading and
 dropping whatever still arrives; once it has rested ``rest`` seconds, ``allocate`` hands it out
 again, oldest first, before binding a new one. Under load this saves each call a socket's whole
 life (``socket``, ``bind``, the event loop's registration, ``close``: ten system calls and a
