@@ -1085,47 +1085,35 @@ class SipEdge:
         if neg is None or leg.rtp_port is None or leg.media_starting:
             return
         leg.media_starting = True
+        call = leg.call
+        leg.recording = self._open_recording(leg)
+        endpoint = RtpEndpoint(
+            MediaStream(
+                payload_type=neg.payload_type,
+                telephone_event_pt=neg.telephone_event_pt,
+                remote_address=neg.remote_rtp,
+                timeout=self.config.media_timeout,
+                srtp=neg.srtp.context() if neg.srtp is not None else None,
+            ),
+            on_dtmf=lambda d: call.emit("dtmf", d.digit),
+            on_media_timeout=lambda: self._media_timeout(leg),
+            recorder=leg.recording,
+        )
         if self.ports.ready(leg.rtp_port):
             # A parked port: its socket is open, the endpoint starts now (no task, no await).
-            call = leg.call
-            stream = self._media_stream(neg)
-            leg.recording = self._open_recording(leg)
-            endpoint = RtpEndpoint(
-                stream,
-                on_dtmf=lambda d: call.emit("dtmf", d.digit),
-                on_media_timeout=lambda: self._media_timeout(leg),
-                recorder=leg.recording,
-            )
             endpoint.attach(self.ports, leg.rtp_port)
             self._media_opened(leg, neg, endpoint)
             return
-        self._spawn(self._open_media(leg, neg))
+        self._spawn(self._open_media(leg, neg, endpoint, leg.rtp_port))
 
-    def _media_stream(self, neg: sdp.Negotiated) -> MediaStream:
-        return MediaStream(
-            payload_type=neg.payload_type,
-            telephone_event_pt=neg.telephone_event_pt,
-            remote_address=neg.remote_rtp,
-            timeout=self.config.media_timeout,
-            srtp=neg.srtp.context() if neg.srtp is not None else None,
-        )
-
-    async def _open_media(self, leg: CallLeg, neg: sdp.Negotiated) -> None:
-        call = leg.call
-        stream = self._media_stream(neg)
-        leg.recording = self._open_recording(leg)
+    async def _open_media(
+        self, leg: CallLeg, neg: sdp.Negotiated, endpoint: RtpEndpoint, port: int
+    ) -> None:
         try:
-            endpoint = await RtpEndpoint.open(
-                stream,
-                self.ports,
-                port=leg.rtp_port,
-                on_dtmf=lambda d: call.emit("dtmf", d.digit),
-                on_media_timeout=lambda: self._media_timeout(leg),
-                recorder=leg.recording,
-            )
+            await endpoint.start(self.ports, port=port)
         except OSError as exc:
-            log.error("%s: cannot open RTP port %s: %s", call.call_id, leg.rtp_port, exc)
-            await call.hangup(ended_by=EndedBy.ERROR)
+            log.error("%s: cannot open RTP port %s: %s", leg.call.call_id, port, exc)
+            await leg.call.hangup(ended_by=EndedBy.ERROR)
             return
         self._media_opened(leg, neg, endpoint)
 

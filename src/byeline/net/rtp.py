@@ -200,9 +200,6 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         allocator's), which raises ``PortRangeExhausted`` when none is free. The endpoint adopts
         the allocator's bound socket and releases the port on ``close``.
         """
-        loop = asyncio.get_running_loop()
-        if port is None:
-            port = allocator.allocate(host)
         endpoint = cls(
             stream,
             on_audio=on_audio,
@@ -212,25 +209,38 @@ class RtpEndpoint(asyncio.DatagramProtocol):
             ticker=ticker,
             recorder=recorder,
         )
+        await endpoint.start(allocator, port=port, host=host)
+        return endpoint
+
+    async def start(
+        self, allocator: RtpPortAllocator, *, port: int | None = None, host: str | None = None
+    ) -> None:
+        """Start this endpoint on ``port`` (or a new one on ``host``); see :meth:`open`.
+
+        A port back from parking is attached at once (:meth:`attach`); otherwise the endpoint
+        adopts the allocator's bound socket as a new datagram transport.
+        """
+        if port is None:
+            port = allocator.allocate(host)
         if allocator.ready(port):
-            endpoint.attach(allocator, port)
-            return endpoint
+            self.attach(allocator, port)
+            return
         lease = allocator.take(port)
         assert lease.rtp_socket is not None
+        loop = asyncio.get_running_loop()
         try:
-            await loop.create_datagram_endpoint(lambda: endpoint, sock=lease.rtp_socket)
+            await loop.create_datagram_endpoint(lambda: self, sock=lease.rtp_socket)
             if lease.rtcp_socket is not None:
                 rtcp_transport, _ = await loop.create_datagram_endpoint(
                     asyncio.DatagramProtocol, sock=lease.rtcp_socket
                 )
-                endpoint._rtcp_transport = rtcp_transport
+                self._rtcp_transport = rtcp_transport
         except BaseException:
             lease.close()
             allocator.release(port)
             raise
-        endpoint.local_address = (lease.host, port)
-        endpoint._allocator = allocator
-        return endpoint
+        self.local_address = (lease.host, port)
+        self._allocator = allocator
 
     def attach(self, allocator: RtpPortAllocator, port: int) -> None:
         """Start on ``port``, which the allocator handed out from parking, at once.
