@@ -1643,7 +1643,12 @@ def _sent_by(via: str) -> str:
     if space and protocol in _SENT_PROTOCOLS:
         # The usual spelling, without the regex: what follows the protocol, blanks removed.
         return "".join(rest.split()).lower()
-    m = _SENT_PROTOCOL.match(head)
+    return _sent_by_grammar(head)
+
+
+def _sent_by_grammar(via: str) -> str:
+    """``_sent_by`` by the grammar alone, for any spelling of the sent-protocol."""
+    m = _SENT_PROTOCOL.match(via.split(";", 1)[0])
     return "".join(m.group(1).split()).lower() if m else ""
 
 
