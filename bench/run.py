@@ -227,6 +227,17 @@ def start_server(kind: str, port: int, work: Path, **extra: Any) -> Server:
     raise RuntimeError(f"{kind} did not get ready in 30 s")
 
 
+def logged_errors(server: Server) -> tuple[int, str]:
+    """How many ERROR and CRITICAL lines a byeline server logged, and the first of them."""
+    count, first = 0, ""
+    with server.log_path.open(errors="replace") as fh:
+        for line in fh:
+            if " ERROR " in line or " CRITICAL " in line:
+                count += 1
+                first = first or line.strip()
+    return count, first
+
+
 # -- signalling ------------------------------------------------------------------------------------
 
 
@@ -394,6 +405,12 @@ def sipp_step(
         why.append(f"backlog: INVITE->200 p99 {lq99:.0f} ms in the last quarter")
     if not alive:
         why.append(f"server exited during the step (status {exit_status})")
+    errors, first_error = logged_errors(server) if kind == "byeline" else (0, "")
+    result["server_errors_logged"] = errors
+    if errors:
+        # A step is not a pass while the server logs errors (a task failing per call once
+        # went unnoticed here, costing a sixth of the CPU).
+        why.append(f"server logged {errors} errors, first: {first_error[:160]}")
     result["ok"] = not why
     result["why"] = "; ".join(why)
     result["uac_limited"] = bool(why) and uac_cpu > 0.9

@@ -5,7 +5,11 @@ Only its key and call id stay: the leg itself is freed when the call ends."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
 from pathlib import Path
+
+import pytest
 
 from byeline.edge.server import EdgeConfig, SipEdge
 from byeline.edge.trunk import TrunkSet, load_trunk
@@ -85,4 +89,51 @@ async def test_ended_legs_linger_64_t1_then_go() -> None:
     assert edge._ended == {}
     assert [r.status for r in late("BYE", 5, 6)] == [481]  # forgotten: 481
     assert edge._sweeper is None  # nothing left to sweep: no timer pending
+    await edge.shutdown()
+
+
+async def test_call_ended_before_its_media_opened_leaves_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """INVITE, ACK and BYE in one go (a zero-length call): the media task finds the call over.
+
+    It must neither open the port nor fail: a failing task is logged at its garbage collection
+    with a traceback, and one per call floods the log under load."""
+    edge = SipEdge(
+        EdgeConfig(rtp_ports=(41000, 41998)),
+        TrunkSet([load_trunk(EXAMPLES / "five9-trunk.json")]),
+    )
+    edge._loop = edge.timers.loop = asyncio.get_running_loop()
+    sent: list[bytes] = []
+    flow = Flow("UDP", ("127.0.0.1", 5060), ("127.0.0.1", 5090), lambda d, to: sent.append(d))
+
+    def answer(n: int) -> str:
+        sent.clear()
+        edge.receive(_invite(n), flow)
+        ok = next(
+            m for m in map(parse_message, sent) if isinstance(m, Response) and m.status == 200
+        )
+        assert ok.to_tag
+        edge.receive(_in_dialog("ACK", n, ok.to_tag, 1, 2), flow)
+        return ok.to_tag
+
+    caplog.set_level(logging.ERROR)
+    tag = answer(1)
+    edge.receive(_in_dialog("BYE", 1, tag, 2, 3), flow)  # before the media task has run
+    await asyncio.sleep(0.05)
+    gc.collect()  # an unretrieved task exception is logged here
+    assert [r.getMessage() for r in caplog.records] == []
+    # The port went back unopened.
+    assert edge.ports.in_use == frozenset() and edge.ports.parked == frozenset()
+
+    tag = answer(2)  # the same with the BYE a moment later: the media opens on the SDP's port
+    await asyncio.sleep(0.05)
+    (leg,) = edge._legs.values()
+    media = leg.call.media
+    assert media is not None and media.local_address == ("127.0.0.1", leg.rtp_port)
+    edge.receive(_in_dialog("BYE", 2, tag, 2, 3), flow)
+    await asyncio.sleep(0.05)
+    gc.collect()
+    assert [r.getMessage() for r in caplog.records] == []
+    assert edge.ports.in_use == frozenset() and len(edge.ports.parked) == 1  # parked
     await edge.shutdown()

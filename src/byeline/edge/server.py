@@ -1109,6 +1109,10 @@ class SipEdge:
     async def _open_media(
         self, leg: CallLeg, neg: sdp.Negotiated, endpoint: RtpEndpoint, port: int
     ) -> None:
+        if leg.call.ended or leg.rtp_port != port:
+            # The call ended before its task ran (a BYE right behind the ACK): the port went
+            # back with the call, there is nothing to open.
+            return
         try:
             await endpoint.start(self.ports, port=port)
         except OSError as exc:
