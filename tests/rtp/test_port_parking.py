@@ -233,3 +233,35 @@ def _readable(sock: socket.socket) -> bool:
     except BlockingIOError:
         return False
     return True
+
+
+def test_a_port_released_unopened_is_parked_bound_and_drained() -> None:
+    """A call that ended before its media opened gives back a bound socket nobody read."""
+    clock = Clock()
+    allocator = parking(clock)
+    port = allocator.allocate()
+    sock = allocator._held[port].rtp_socket
+    assert sock is not None
+    allocator.release(port)
+    assert allocator.parked == {port} and allocator.in_use == frozenset()
+    assert sock.fileno() >= 0  # still bound: nobody else can take the port meanwhile
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+        for n in range(3):  # the caller's RTP to the answered port, after the call
+            peer.sendto(b"stale %d" % n, ("127.0.0.1", port))
+    clock.now += 2.0
+    assert allocator.allocate() == port and not allocator.ready(port)
+    lease = allocator.take(port)
+    assert lease.rtp_socket is sock and allocator.reused == 1
+    with pytest.raises(BlockingIOError):
+        sock.recv(2048)  # the stale datagrams were dropped before the port was handed out
+    sock.close()
+    allocator.release(port)
+
+
+def test_parking_off_closes_a_port_released_unopened() -> None:
+    allocator = RtpPortAllocator(LOW, HIGH, host="127.0.0.1")
+    port = allocator.allocate()
+    sock = allocator._held[port].rtp_socket
+    assert sock is not None
+    allocator.release(port)
+    assert sock.fileno() == -1 and allocator.parked == frozenset()

@@ -12,11 +12,13 @@ cannot land in a new one.
 
 Parking (``rest`` seconds, off by default): a port given back together with its open transport
 (``park(port, host, carrier)``) is kept bound instead of closed, with the transport reading and
-dropping whatever still arrives; once it has rested ``rest`` seconds, ``allocate`` hands it out
-again, oldest first, before binding a new one. Under load this saves each call a socket's whole
-life (``socket``, ``bind``, the event loop's registration, ``close``: ten system calls and a
-transport). A parked port that waits longer than ``park_limit`` seconds is closed, so a burst does
-not hold sockets for ever; ``close_parked`` closes them all (at shutdown).
+dropping whatever still arrives; a port released before its socket was taken (its call ended
+before the media opened) is kept bound as it is, and what reached it is dropped when it is handed
+out again. Once it has rested ``rest`` seconds, ``allocate`` hands it out again, oldest first,
+before binding a new one. Under load this saves each call a socket's whole life (``socket``,
+``bind``, the event loop's registration, ``close``: ten system calls and a transport). A parked
+port that waits longer than ``park_limit`` seconds is closed, so a burst does not hold sockets for
+ever; ``close_parked`` closes them all (at shutdown).
 """
 
 from __future__ import annotations
@@ -191,11 +193,21 @@ class RtpPortAllocator:
         return lease
 
     def release(self, port: int) -> None:
-        """Give back an allocated port; releasing it twice (or a parked one) is harmless."""
+        """Give back an allocated port; releasing it twice (or a parked one) is harmless.
+
+        With parking on, a port released before anything took it (a call that ended before
+        its media opened) is parked as it is, its socket bound, instead of closed.
+        """
         lease = self._held.pop(port, None)
-        if lease is not None:
-            lease.close()
         self._in_use.discard(port)
+        if lease is None:
+            return
+        if self.rest is None or port in self._parked:
+            lease.close()
+            return
+        now = self._clock()
+        self._parked[port] = (now, lease)
+        self._expire(now)
 
     def park(self, port: int, host: str, carrier: Carrier) -> None:
         """Give back a taken port with its open transport: parked if parking is on, else closed.
@@ -225,6 +237,10 @@ class RtpPortAllocator:
 
     def _unpark(self, port: int) -> int:
         _, lease = self._parked.pop(port)
+        # A socket parked without a transport kept whatever reached it: the old call's stray
+        # packets must not reach the new one.
+        _drain(lease.rtp_socket)
+        _drain(lease.rtcp_socket)
         self._in_use.add(port)
         self._held[port] = lease
         self.reused += 1
@@ -252,6 +268,21 @@ class RtpPortAllocator:
                 rtp.close()
                 return None
         return RtpPortLease(host, port, rtp, rtcp)
+
+
+def _drain(sock: socket.socket | None) -> None:
+    """Read and drop what waits on the non-blocking ``sock`` (bounded: a receive buffer's worth)."""
+    if sock is None:
+        return
+    try:
+        for _ in range(_DRAIN_LIMIT):
+            sock.recv(2048)
+    except OSError:  # BlockingIOError once empty; a queued ICMP error ends it too
+        pass
+
+
+#: Most datagrams dropped from a parked socket (its default receive buffer holds ~200).
+_DRAIN_LIMIT = 4096
 
 
 def _bind(family: int, host: str, port: int) -> socket.socket | None:
