@@ -29,7 +29,7 @@ import functools
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 
 from livekit.protocol import sip as lk_sip
 
@@ -116,6 +116,11 @@ def _canonical(name: str) -> str:
     return _COMPACT_FORMS.get(lower, lower)
 
 
+# LiveKit's SIPHeaderOptions as plain ints: a protobuf enum's attribute is a Python-level lookup.
+_SIP_NO_HEADERS: Final = int(lk_sip.SIPHeaderOptions.SIP_NO_HEADERS)
+_SIP_X_HEADERS: Final = int(lk_sip.SIPHeaderOptions.SIP_X_HEADERS)
+
+
 @functools.lru_cache(maxsize=256)
 def _trunk_header_rules(trunk: Trunk) -> tuple[int, tuple[tuple[str, str], ...]]:
     """A trunk's include_headers and its header → attribute pairs, header names as lookup keys.
@@ -179,8 +184,8 @@ def invite_attributes(
 
     include, pairs = _trunk_header_rules(trunk)
     keyed = [(_canonical(name), value) for name, value in headers]
-    if include != lk_sip.SIPHeaderOptions.SIP_NO_HEADERS:
-        only_x = include == lk_sip.SIPHeaderOptions.SIP_X_HEADERS
+    if include != _SIP_NO_HEADERS:
+        only_x = include == _SIP_X_HEADERS
         for key, value in keyed:
             if not key or (only_x and not key.startswith("x-")):
                 continue
@@ -203,6 +208,20 @@ def invite_attributes(
 
 
 Stage = Literal["200", "final", "bye"]
+
+
+@functools.lru_cache(maxsize=256)
+def _trunk_outbound_rules(
+    trunk: Trunk,
+) -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]:
+    """A trunk's static ``headers`` and its ``attributes_to_headers`` pairs, in the order
+    :func:`headers_from_attributes` applies them; derived once per trunk, as
+    :func:`_trunk_header_rules`."""
+    static = sorted(trunk.headers.items(), key=lambda kv: (kv[0].lower(), kv[0]))
+    mapped = sorted(
+        trunk.attributes_to_headers.items(), key=lambda kv: (kv[1].lower(), kv[1], kv[0])
+    )
+    return tuple(static), tuple(mapped)
 
 
 def headers_from_attributes(
@@ -232,12 +251,10 @@ def headers_from_attributes(
             index[key] = len(out)
             out.append((name, value))
 
+    static, mapped = _trunk_outbound_rules(trunk)
     if stage == "200":
-        for name, static in sorted(trunk.headers.items(), key=lambda kv: (kv[0].lower(), kv[0])):
-            put(name, static)
-    mapped = sorted(
-        trunk.attributes_to_headers.items(), key=lambda kv: (kv[1].lower(), kv[1], kv[0])
-    )
+        for name, static_value in static:
+            put(name, static_value)
     for attr, header in mapped:
         value = attributes.get(attr)
         if value:  # absent or empty: no header (LiveKit would send an empty one)

@@ -38,6 +38,12 @@ class CallState(enum.Enum):
     ENDED = "hangup"
 
 
+#: ``sip.callStatus`` of each state (LiveKit has no "ending": the call is still active).
+_CALL_STATUS: Final = {
+    state: "active" if state is CallState.ENDING else state.value for state in CallState
+}
+
+
 class Delivery(enum.StrEnum):
     """What became of the routing headers on the BYE."""
 
@@ -182,8 +188,7 @@ class Call:
 
     def _set_status(self, state: CallState) -> None:
         self.state = state
-        status = "active" if state is CallState.ENDING else state.value
-        self._attributes["sip.callStatus"] = status
+        self._attributes["sip.callStatus"] = _CALL_STATUS[state]
 
     # -- events ----------------------------------------------------------------------
 

@@ -1490,8 +1490,8 @@ class SipEdge:
         fields: dict[str, Any] = {
             "status": "ended",
             "ended_at": time.time(),
-            "ended_by": result.ended_by.value,
-            "delivery": result.delivery.value,
+            "ended_by": str(result.ended_by),  # a StrEnum's str() is its value
+            "delivery": str(result.delivery),
             "delivery_code": result.code,
             "route": self._route_attributes(call),
         }
@@ -1511,8 +1511,8 @@ class SipEdge:
         log.info(
             "%s: ended by %s, delivery %s%s",
             call.call_id,
-            result.ended_by.value,
-            result.delivery.value,
+            result.ended_by,
+            result.delivery,
             f" ({result.code})" if result.code else "",
         )
         # The dialog is remembered briefly for late requests (a retransmitted ACK, a BYE that

@@ -26,7 +26,7 @@ import functools
 import ipaddress
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from typing import cast, overload
 
 from byeline.rtp.srtp import (
@@ -131,6 +131,12 @@ class MediaEncryption(enum.StrEnum):
                 if member.name == name:
                     return member
         raise ValueError(f"unknown media_encryption {value!r}")
+
+
+def _policy(value: MediaEncryption | str) -> MediaEncryption:
+    """``value`` as a :class:`MediaEncryption` (a member is returned as it is, without the
+    enum's lookup)."""
+    return value if isinstance(value, MediaEncryption) else MediaEncryption(value)
 
 
 _KEY_IN_CRYPTO = re.compile(r"^(a=crypto:.*)$", re.MULTILINE)
@@ -634,11 +640,15 @@ class SessionDescription:
         def close_section() -> None:
             if section is not None:
                 media.append(
-                    replace(
-                        section,
-                        connection=m_conn,
-                        attributes=tuple(m_attrs),
-                        other=tuple(m_other),
+                    MediaDescription(
+                        section.media,
+                        section.port,
+                        section.proto,
+                        section.formats,
+                        section.port_count,
+                        m_conn,
+                        tuple(m_attrs),
+                        tuple(m_other),
                     )
                 )
 
@@ -914,7 +924,7 @@ def answer_offer(
     :class:`NoCommonCodec` if no audio stream has a supported codec, ValueError if malformed.
     """
     _check_port(media_port)
-    policy = MediaEncryption(policy)
+    policy = _policy(policy)
     parsed = _as_description(offer)
     chosen_index: int | None = None
     codec: RtpMap | None = None
@@ -985,7 +995,7 @@ def answer_offer(
             Attribute("rtpmap", event.serialize()),
             Attribute("fmtp", f"{event.payload_type} {TELEPHONE_EVENTS}"),
         ]
-    attributes += [Attribute("ptime", str(PTIME)), Attribute(ours.value)]
+    attributes += [Attribute("ptime", str(PTIME)), Attribute(str(ours))]
     srtp: SrtpParams | None = None
     if chosen_crypto is not None:
         # RFC 4568 §7.1.2: one line, with the tag and suite of the offer line we accept.
@@ -1070,7 +1080,7 @@ def _offer_description(
             Attribute("rtpmap", RtpMap(telephone_event_pt, "telephone-event", 8000).serialize()),
             Attribute("fmtp", f"{telephone_event_pt} {TELEPHONE_EVENTS}"),
         ]
-    attributes += [Attribute("ptime", str(PTIME)), Attribute(direction.value)]
+    attributes += [Attribute("ptime", str(PTIME)), Attribute(str(direction))]
     if srtp:
         if not crypto_suites:
             raise ValueError("an SRTP offer needs at least one crypto-suite")
@@ -1256,7 +1266,7 @@ class MediaSession:
         self.session_id = session_id
         self.supported = tuple(supported)
         self.telephone_event_pt = telephone_event_pt
-        self.policy = MediaEncryption(policy)
+        self.policy = _policy(policy)
         """SRTP policy for answers; our own offers are RTP/SAVP only under ``require``."""
         self.crypto_suites = None if crypto_suites is None else tuple(crypto_suites)
         for name in self.crypto_suites or ():
