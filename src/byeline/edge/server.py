@@ -376,7 +376,11 @@ class SipEdge:
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run ``coro`` as a task the edge keeps a reference to until it ends."""
-        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        loop = self._loop
+        # The loop's own create_task: asyncio.ensure_future is interpreted Python around it.
+        task: asyncio.Task[Any] = (
+            loop.create_task(coro) if loop is not None else asyncio.ensure_future(coro)
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
