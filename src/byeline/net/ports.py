@@ -24,9 +24,11 @@ ever; ``close_parked`` closes them all (at shutdown).
 from __future__ import annotations
 
 import errno
+import fcntl
 import functools
 import ipaddress
 import socket
+import termios
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -271,13 +273,21 @@ class RtpPortAllocator:
 
 
 def _drain(sock: socket.socket | None) -> None:
-    """Read and drop what waits on the non-blocking ``sock`` (bounded: a receive buffer's worth)."""
+    """Read and drop the datagrams waiting on ``sock`` (bounded: a receive buffer's worth).
+
+    ``FIONREAD`` (the size of the next datagram) asks first: the usual parked socket has
+    nothing, and a ``recv`` that finds nothing costs an exception.
+    """
     if sock is None:
         return
+    pending = bytearray(4)
     try:
         for _ in range(_DRAIN_LIMIT):
-            sock.recv(2048)
-    except OSError:  # BlockingIOError once empty; a queued ICMP error ends it too
+            fcntl.ioctl(sock.fileno(), termios.FIONREAD, pending)
+            if not any(pending):
+                return
+            sock.recv(65535)
+    except OSError:  # a queued ICMP error ends it too
         pass
 
 
