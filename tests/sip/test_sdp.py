@@ -529,3 +529,28 @@ def test_fuzz_text_only_value_error(text: str) -> None:
 def test_hold_address_is_the_unspecified_one(address: str, held: bool) -> None:
     addrtype = "IP6" if ":" in address else "IP4"
     assert Connection(address, addrtype).is_hold_address is held
+
+
+def test_parses_remembered_across_offers_stay_exact() -> None:
+    """Codec lines and attribute names are parsed or checked once, then shared (bounded)."""
+    first = SessionDescription.parse(FIVE9_OFFER).media[0].codecs()
+    second = SessionDescription.parse(FIVE9_OFFER).media[0].codecs()
+    assert first == second
+    assert all(a is b for a, b in zip(first, second, strict=True))  # the same frozen RtpMaps
+    # What was remembered never lets a bad line through.
+    bad_rtpmap = FIVE9_OFFER.replace(b"a=rtpmap:8 PCMA/8000", b"a=rtpmap:8 PCMA")
+    with pytest.raises(ValueError, match="rtpmap"):
+        SessionDescription.parse(bad_rtpmap).media[0].codecs()
+    with pytest.raises(ValueError, match="not a token"):
+        SessionDescription.parse(FIVE9_OFFER.replace(b"a=sendrecv", b"a=send(recv"))
+    with pytest.raises(ValueError, match="not a token"):
+        Attribute("send recv").serialize()
+    with pytest.raises(ValueError, match="CR, LF or NUL"):
+        Attribute("fmtp", "101 0-16\r\nm=video").serialize()
+    # A long codec line is parsed every time, not kept.
+    long_name = "x" * 200
+    offer = FIVE9_OFFER.replace(b"PCMA/8000", f"{long_name}/8000".encode())
+    codecs = SessionDescription.parse(offer).media[0].codecs()
+    again = SessionDescription.parse(offer).media[0].codecs()
+    assert codecs[1].encoding == long_name and codecs[1] == again[1]
+    assert codecs[1] is not again[1]

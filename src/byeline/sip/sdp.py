@@ -27,7 +27,7 @@ import ipaddress
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import cast, overload
+from typing import Final, cast, overload
 
 from byeline.rtp.srtp import (
     DEFAULT_OFFER_SUITES,
@@ -167,9 +167,37 @@ def _uint(text: str, what: str, maximum: int) -> int:
 
 
 def _check_text(value: str, what: str) -> str:
-    if _FORBIDDEN.search(value):
+    # Three substring tests: cheaper than the regex on the short values of an SDP line.
+    if "\r" in value or "\n" in value or "\x00" in value:
         raise ValueError(f"{what} contains CR, LF or NUL: {value!r}")
     return value
+
+
+# Offers repeat their attribute names and codec lines on every call: what was checked or parsed
+# once is remembered (bounded, short values only, so a peer cannot fill memory with them).
+_ATTRIBUTE_NAMES: Final[set[str]] = set()
+_RTPMAPS: Final[dict[str, RtpMap]] = {}
+_CACHE_LIMIT: Final = 1024
+_CACHED_LENGTH: Final = 64
+
+
+def _check_attribute_name(name: str) -> None:
+    if name in _ATTRIBUTE_NAMES:
+        return
+    if not _TOKEN.fullmatch(name):
+        raise ValueError(f"attribute name is not a token: {name!r}")
+    if len(_ATTRIBUTE_NAMES) < _CACHE_LIMIT and len(name) <= _CACHED_LENGTH:
+        _ATTRIBUTE_NAMES.add(name)
+
+
+def _parse_rtpmap(value: str) -> RtpMap:
+    """``RtpMap.parse``, remembered: an RtpMap is frozen, one parse serves every call."""
+    rtpmap = _RTPMAPS.get(value)
+    if rtpmap is None:
+        rtpmap = RtpMap.parse(value)
+        if len(_RTPMAPS) < _CACHE_LIMIT and len(value) <= _CACHED_LENGTH:
+            _RTPMAPS[value] = rtpmap
+    return rtpmap
 
 
 class Direction(enum.StrEnum):
@@ -343,14 +371,12 @@ class Attribute:
     def parse(cls, text: str) -> Attribute:
         """Parse the text after ``a=``."""
         name, colon, value = text.partition(":")
-        if not _TOKEN.fullmatch(name):
-            raise ValueError(f"attribute name is not a token: {name!r}")
+        _check_attribute_name(name)
         return cls(name, value if colon else None)
 
     def serialize(self) -> str:
         """Return the text after ``a=``."""
-        if not _TOKEN.fullmatch(self.name):
-            raise ValueError(f"attribute name is not a token: {self.name!r}")
+        _check_attribute_name(self.name)
         if self.value is None:
             return self.name
         return f"{self.name}:{_check_text(self.value, 'attribute value')}"
@@ -510,7 +536,7 @@ class MediaDescription:
         if cached is None:
             cached = {}
             for value in self.values("rtpmap"):
-                rtpmap = RtpMap.parse(value)
+                rtpmap = _parse_rtpmap(value)
                 cached.setdefault(rtpmap.payload_type, rtpmap)
             self._memo["rtpmaps"] = cached
         return dict(cached)
