@@ -276,7 +276,8 @@ def _drain(sock: socket.socket | None) -> None:
     """Read and drop the datagrams waiting on ``sock`` (bounded: a receive buffer's worth).
 
     ``FIONREAD`` (the size of the next datagram) asks first: the usual parked socket has
-    nothing, and a ``recv`` that finds nothing costs an exception.
+    nothing, and a ``recv`` that finds nothing costs an exception. A zero-length datagram reads
+    as nothing too and ends the drain; no RTP peer sends one.
     """
     if sock is None:
         return
