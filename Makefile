@@ -77,7 +77,7 @@ test: $(STAMP) native test-deps lint
 bench: $(STAMP) native sipp
 	$(PY) bench/run.py
 	$(PY) bench/plot.py bench/out/report.json -o bench/out/capacity-media.svg
-	$(PY) bench/handback.py --runs 2 --json bench/out/handback.json
+	$(PY) bench/handback.py --runs 1 --json bench/out/handback.json
 	$(PY) bench/speech.py --json bench/out/speech.json
 	$(PY) bench/srtp_cost.py --calls 200 --seconds 5
 

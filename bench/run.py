@@ -61,7 +61,7 @@ SERVICE = "+18005550100"
 RAMP = [50, 100, 200, 400, 800, 1600, 3200, 6400, 12800, 25600]
 # Where each UAS's ramp starts: well below what it sustained in earlier runs (byeline and sippy
 # several hundred calls/s, SIPp's UAS thousands), so the steps go to the part that decides.
-RAMP_START = {"byeline": 200, "sippy": 200, "sipp-uas": 6400}
+RAMP_START = {"byeline": 400, "sippy": 200, "sipp-uas": 6400}
 REPEATS = 2  # extra steps at the confirmed rate, for the spread of one rate's figures
 T0 = time.monotonic()
 
@@ -297,11 +297,11 @@ def sipp_step(
     server = start_server(kind, port, step_dir, **server_extra)
     calls = int(rate * duration)
     scen = scenario(step_dir, hold_ms)
-    # SIPp stops 12 s after the last call is due: a passing step's calls end within a second or
+    # SIPp stops 9 s after the last call is due: a passing step's calls end within a second or
     # two (its p99 is under 1 s), and a call that gets no answer fails after 8 s of
     # retransmissions anyway; an overloaded step needs no longer drain to fail.
     argv = [
-        *sipp_uac(port, scen, rate, calls, 50000 + port % 1000 * 4, duration + 12),
+        *sipp_uac(port, scen, rate, calls, 50000 + port % 1000 * 4, duration + 9),
         "-l",
         str(max(1000, rate * 10)),
         "-buff_size",
@@ -854,7 +854,7 @@ def main() -> int:
         "ramp_s": 5.0 if quick else 10.0,
         "confirm_s": 5.0 if quick else 20.0,
         "bisect": 0 if quick else 3,
-        "media_steps": [50, 200] if quick else [100, 300, 600, 900, 1200, 1500, 1800],
+        "media_steps": [50, 200] if quick else [100, 600, 900, 1200, 1500, 1800],
         "media_hold_s": 5.0 if quick else 10.0,
         **(
             {"media_steps": [int(n) for n in args.media_steps.split(",")]}
