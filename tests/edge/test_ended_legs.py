@@ -47,24 +47,38 @@ def _in_dialog(method: str, n: int, tag: str, cseq: int, step: int) -> bytes:
     ).encode()
 
 
-async def test_ended_legs_linger_64_t1_then_go() -> None:
-    t1 = 0.01  # 64*T1 = 0.64 s
-    edge = SipEdge(
-        EdgeConfig(rtp_ports=(41000, 41998), timers=TimerConfig(t1=t1, t2=0.04, t4=0.05)),
-        TrunkSet([load_trunk(EXAMPLES / "five9-trunk.json")]),
-    )
-    edge._loop = edge.timers.loop = asyncio.get_running_loop()
-    sent: list[bytes] = []
-    flow = Flow("UDP", ("127.0.0.1", 5060), ("127.0.0.1", 5090), lambda d, to: sent.append(d))
+class _Five9:
+    """An edge on the running loop with the example Five9 trunk, and Five9's side of its flow."""
 
-    def call(n: int) -> None:
-        sent.clear()
-        edge.receive(_invite(n), flow)
-        answers = [m for m in map(parse_message, sent) if isinstance(m, Response)]
+    def __init__(self, config: EdgeConfig) -> None:
+        self.edge = SipEdge(config, TrunkSet([load_trunk(EXAMPLES / "five9-trunk.json")]))
+        self.edge._loop = self.edge.timers.loop = asyncio.get_running_loop()
+        self.sent: list[bytes] = []
+        self.flow = Flow(
+            "UDP", ("127.0.0.1", 5060), ("127.0.0.1", 5090), lambda d, to: self.sent.append(d)
+        )
+
+    def answer(self, n: int) -> str:
+        """INVITE call ``n``, ACK its 200 OK; the edge's To tag."""
+        self.sent.clear()
+        self.edge.receive(_invite(n), self.flow)
+        answers = [m for m in map(parse_message, self.sent) if isinstance(m, Response)]
         ok = next(m for m in answers if m.status == 200)
         assert ok.to_tag
-        edge.receive(_in_dialog("ACK", n, ok.to_tag, 1, 2), flow)
-        edge.receive(_in_dialog("BYE", n, ok.to_tag, 2, 3), flow)
+        self.edge.receive(_in_dialog("ACK", n, ok.to_tag, 1, 2), self.flow)
+        return ok.to_tag
+
+
+async def test_ended_legs_linger_64_t1_then_go() -> None:
+    t1 = 0.01  # 64*T1 = 0.64 s
+    five9 = _Five9(
+        EdgeConfig(rtp_ports=(41000, 41998), timers=TimerConfig(t1=t1, t2=0.04, t4=0.05))
+    )
+    edge, sent, flow = five9.edge, five9.sent, five9.flow
+
+    def call(n: int) -> None:
+        tag = five9.answer(n)
+        edge.receive(_in_dialog("BYE", n, tag, 2, 3), flow)
         assert any(m.startswith(b"SIP/2.0 200") and b"CSeq: 2 BYE" in m for m in sent)
 
     call(1)
@@ -99,23 +113,8 @@ async def test_call_ended_before_its_media_opened_leaves_nothing(
 
     It must neither open the port nor fail: a failing task is logged at its garbage collection
     with a traceback, and one per call floods the log under load."""
-    edge = SipEdge(
-        EdgeConfig(rtp_ports=(41000, 41998)),
-        TrunkSet([load_trunk(EXAMPLES / "five9-trunk.json")]),
-    )
-    edge._loop = edge.timers.loop = asyncio.get_running_loop()
-    sent: list[bytes] = []
-    flow = Flow("UDP", ("127.0.0.1", 5060), ("127.0.0.1", 5090), lambda d, to: sent.append(d))
-
-    def answer(n: int) -> str:
-        sent.clear()
-        edge.receive(_invite(n), flow)
-        ok = next(
-            m for m in map(parse_message, sent) if isinstance(m, Response) and m.status == 200
-        )
-        assert ok.to_tag
-        edge.receive(_in_dialog("ACK", n, ok.to_tag, 1, 2), flow)
-        return ok.to_tag
+    five9 = _Five9(EdgeConfig(rtp_ports=(41000, 41998)))
+    edge, flow, answer = five9.edge, five9.flow, five9.answer
 
     caplog.set_level(logging.ERROR)
     tag = answer(1)
