@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from byeline.edge.trunk import (
     DispatchRule,
@@ -15,6 +17,8 @@ from byeline.edge.trunk import (
     TrunkFileError,
     TrunkMatchResult,
     TrunkSet,
+    _addresses_match,
+    _numbers_match,
     header_name_problem,
     header_value_problem,
     load_dispatch_rule,
@@ -670,3 +674,52 @@ def test_room_names() -> None:
     assert room_name(rnd, "+1555", "+1800", "abc") == "+1800_abc"
     direct = rule("d", rule={"dispatch_rule_direct": {"room_name": "lobby"}})
     assert room_name(direct, "+1555", "+1800", "abc") == "lobby"
+
+
+# -- the match's precomputed sets against LiveKit's entry-by-entry rules --------------------
+
+_NUMBERS = st.sampled_from(
+    ["+18005550100", "1 (800) 555-0100", "18005550100", "five9", "", "+1555"]
+)
+_ADDRESSES = st.sampled_from(["10.0.0.1", "10.0.0.0/8", "192.0.2.7", "five9.example", "bad;x"])
+
+
+@given(
+    numbers=st.lists(_NUMBERS, max_size=3),
+    allowed_numbers=st.lists(_NUMBERS, max_size=3),
+    allowed_addresses=st.lists(_ADDRESSES, max_size=3),
+    called=_NUMBERS,
+    caller=_NUMBERS,
+    source=st.sampled_from(["10.0.0.1", "10.9.9.9", "192.0.2.7", "203.0.113.1"]),
+    host=st.sampled_from(["", "five9.example", "other.example"]),
+)
+def test_match_agrees_with_reading_every_entry(
+    numbers: list[str],
+    allowed_numbers: list[str],
+    allowed_addresses: list[str],
+    called: str,
+    caller: str,
+    source: str,
+    host: str,
+) -> None:
+    info = {"numbers": numbers, "allowed_numbers": allowed_numbers}
+    info["allowed_addresses"] = allowed_addresses
+    try:
+        one = trunk("t", **info)
+    except TrunkFileError:
+        return  # a trunk LiveKit would refuse to create
+    match = TrunkSet([one]).match(called, caller, source, caller_host=host)
+    # LiveKit's matchNumbers / matchAddrMasks, read entry by entry from the protobuf each time.
+    for_number = not numbers or any(
+        n == called or normalize_number(n) == normalize_number(called) for n in numbers
+    )
+    caller_ok = _numbers_match(caller, one.info.allowed_numbers)
+    address_ok = _addresses_match(source, host, one.info.allowed_addresses)
+    if caller_ok and address_ok and for_number:
+        assert match.result is TrunkMatchResult.MATCHED
+    elif not for_number:
+        assert match.result is TrunkMatchResult.NO_TRUNK
+    elif not caller_ok:
+        assert match.result is TrunkMatchResult.CALLER_NOT_ALLOWED
+    else:
+        assert match.result is TrunkMatchResult.ADDRESS_NOT_ALLOWED
