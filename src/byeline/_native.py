@@ -28,6 +28,7 @@ NATIVE_MODULES: tuple[str, ...] = (
     "byeline.edge.server",
     "byeline.edge.timers",
     "byeline.edge.trunk",
+    "byeline.net.ports",
     "byeline.net.rtp",
     "byeline.net.sip_transport",
     "byeline.rtp.dtmf",

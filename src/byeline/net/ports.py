@@ -32,19 +32,10 @@ import termios
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
-__all__ = ["PortRangeExhausted", "RtpPortAllocator", "RtpPortLease"]
+from byeline.net.port_types import Carrier, PortRangeExhausted
 
-
-class PortRangeExhausted(RuntimeError):
-    """No RTP port of the range could be bound."""
-
-
-class Carrier(Protocol):
-    """What carries a parked port: its open transport (asyncio's ``close`` is enough)."""
-
-    def close(self) -> None: ...
+__all__ = ["Carrier", "PortRangeExhausted", "RtpPortAllocator", "RtpPortLease"]
 
 
 @dataclass(slots=True)
@@ -281,15 +272,18 @@ def _drain(sock: socket.socket | None) -> None:
     """
     if sock is None:
         return
-    pending = bytearray(4)
+    fd = sock.fileno()
     try:
         for _ in range(_DRAIN_LIMIT):
-            fcntl.ioctl(sock.fileno(), termios.FIONREAD, pending)
-            if not any(pending):
+            if fcntl.ioctl(fd, termios.FIONREAD, _NOTHING) == _NOTHING:
                 return
             sock.recv(65535)
     except OSError:  # a queued ICMP error ends it too
         pass
+
+
+#: FIONREAD's answer when nothing waits (the ioctl fills a copy of this int-sized buffer).
+_NOTHING = bytes(4)
 
 
 #: Most datagrams dropped from a parked socket (its default receive buffer holds ~200).
