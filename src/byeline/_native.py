@@ -37,6 +37,7 @@ NATIVE_MODULES: tuple[str, ...] = (
     "byeline.rtp.packet",
     "byeline.rtp.stream",
     "byeline.store.callstore",
+    "byeline.store.operations",
     "byeline.store.writer",
 )
 
