@@ -38,10 +38,16 @@ class CallState(enum.Enum):
     ENDED = "hangup"
 
 
-#: ``sip.callStatus`` of each state (LiveKit has no "ending": the call is still active).
-_CALL_STATUS: Final = {
-    state: "active" if state is CallState.ENDING else state.value for state in CallState
-}
+def _call_status(state: CallState) -> str:
+    """``sip.callStatus`` of ``state`` (LiveKit has no "ending": the call is still active).
+
+    Compared by identity: an Enum member as a dict key hashes in Python (``Enum.__hash__``).
+    """
+    if state is CallState.ACTIVE or state is CallState.ENDING:
+        return "active"
+    if state is CallState.RINGING:
+        return "ringing"
+    return "hangup"
 
 
 class Delivery(enum.StrEnum):
@@ -188,7 +194,7 @@ class Call:
 
     def _set_status(self, state: CallState) -> None:
         self.state = state
-        self._attributes["sip.callStatus"] = _CALL_STATUS[state]
+        self._attributes["sip.callStatus"] = _call_status(state)
 
     # -- events ----------------------------------------------------------------------
 
