@@ -96,6 +96,7 @@ SCANNER_USER_AGENTS: tuple[str, ...] = (
 # Cheap looks at a datagram before it is parsed (flood paths must not pay for a full parse).
 _USER_AGENT_LINE = re.compile(rb"\r\n(?:user-agent)[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE)
 _TO_TAG = re.compile(rb"\r\n(?:to|t)[ \t]*:[^\r\n]*;[ \t]*tag[ \t]*=", re.IGNORECASE)
+_UA_COMMENT = re.compile(r"\([^)]*\)")
 _SWEEP_GRANULARITY = 0.1  # seconds: how late an ended leg may be dropped, at most
 
 
@@ -179,7 +180,7 @@ class SourceRateLimiter:
 def user_agent_product(value: bytes | str) -> list[str]:
     """The product names of a User-Agent value, lower-cased (``sipcli/v1.8`` -> ``sipcli``)."""
     text = value.decode("latin-1") if isinstance(value, bytes) else value
-    text = re.sub(r"\([^)]*\)", " ", text)  # comments are not products
+    text = _UA_COMMENT.sub(" ", text)  # comments are not products
     return [token.split("/", 1)[0].lower() for token in text.split()]
 
 
@@ -316,6 +317,7 @@ class SipEdge:
         }
         self.limiter = SourceRateLimiter(config.invite_rate, config.invite_burst)
         self._drop_agents = frozenset(a.lower() for a in config.drop_user_agents)
+        self._agent_verdicts: dict[bytes, bool] = {}
         self._limit_logged: dict[str, tuple[float, int]] = {}  # ip: (last log, drops since)
         self._allowlist_cache: dict[tuple[int, str], bool] = {}
 
@@ -513,9 +515,7 @@ class SipEdge:
         head_end = end + 4 if end >= 0 else len(data)
         if self._drop_agents:
             match = _USER_AGENT_LINE.search(data, 0, head_end)
-            if match is not None and self._drop_agents.intersection(
-                user_agent_product(match.group(1))
-            ):
+            if match is not None and self._dropped_agent(match.group(1)):
                 self.stats["dropped_user_agent"] += 1
                 return True
         if (
@@ -528,6 +528,17 @@ class SipEdge:
             self._log_rate_limited(flow.remote[0])
             return True
         return False
+
+    def _dropped_agent(self, value: bytes) -> bool:
+        """Whether a User-Agent value names a product of ``drop_user_agents``; remembered per
+        value (a trunk's peers send the same one on every request), at most 1,024 of them."""
+        known = self._agent_verdicts.get(value)
+        if known is None:
+            known = not self._drop_agents.isdisjoint(user_agent_product(value))
+            if len(self._agent_verdicts) >= 1024:
+                self._agent_verdicts.clear()
+            self._agent_verdicts[value] = known
+        return known
 
     def _allowlisted(self, ip: str) -> bool:
         """Whether a trunk names ``ip`` in its allowed_addresses (IP or CIDR).

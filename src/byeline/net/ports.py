@@ -54,6 +54,21 @@ class RtpPortLease:
     rtcp_socket: socket.socket | None = None
     carrier: Carrier | None = None
 
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        rtp_socket: socket.socket | None,
+        rtcp_socket: socket.socket | None = None,
+        carrier: Carrier | None = None,
+    ) -> None:
+        # Written out: the one @dataclass generates runs interpreted, even compiled.
+        self.host = host
+        self.port = port
+        self.rtp_socket = rtp_socket
+        self.rtcp_socket = rtcp_socket
+        self.carrier = carrier
+
     def close(self) -> None:
         """Close the sockets (only needed if they were never handed to a transport)."""
         if self.rtp_socket is not None:
