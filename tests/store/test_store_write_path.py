@@ -10,8 +10,11 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import given
+from hypothesis import strategies as st
 
 from byeline.store import CallStore
+from byeline.store.callstore import _dumps, _flat_json
 from byeline.store.schema import calls
 from byeline.store.writer import Statements, copy_rows, database_unreachable
 
@@ -282,3 +285,20 @@ def test_copy_errors_are_sqlalchemy_errors(pg_url: str) -> None:
         assert bytes(raw) == row[6]
     finally:
         store.close()
+
+
+@given(
+    st.dictionaries(
+        st.text(max_size=12),
+        st.one_of(st.text(max_size=20), st.integers(), st.none(), st.lists(st.text(), max_size=2)),
+        max_size=8,
+    )
+)
+def test_attribute_json_is_the_compact_json_encoding(value: dict[str, Any]) -> None:
+    """The str-to-str fast path writes exactly what json.dumps writes (quotes, escapes, lone
+    surrogates, non-ASCII as is), and leaves any other dict to the general encoder."""
+    flat = _flat_json(value)
+    if all(type(v) is str for v in value.values()):
+        assert flat == _compact(value) == _dumps(value)
+    else:
+        assert flat is None

@@ -126,6 +126,34 @@ def _json_encoder() -> Callable[[object], str]:
 
 _dumps: Final = _json_encoder()
 
+try:
+    from json.encoder import c_encode_basestring as _quote  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - an interpreter without the C accelerator
+    from json.encoder import encode_basestring as _quote
+
+if _quote is None:  # pragma: no cover
+    from json.encoder import encode_basestring as _quote
+
+#: ``"name":`` of each attribute name seen, JSON-quoted once (a trunk's calls share their names).
+_QUOTED_KEYS: dict[str, str] = {}
+
+
+def _flat_json(value: dict[str, object]) -> str | None:
+    """``_dumps(value)`` for a dict of str to str (a call's attributes), at about half its cost:
+    names are quoted once for all calls, values one C call each. None for any other dict."""
+    parts: list[str] = []
+    keys = _QUOTED_KEYS
+    for key, item in value.items():
+        if key.__class__ is not str or item.__class__ is not str:
+            return None
+        quoted = keys.get(key)
+        if quoted is None:
+            quoted = _quote(key) + ":"
+            if len(keys) < 4096 and len(key) <= 128:  # attribute names are few and short
+                keys[key] = quoted
+        parts.append(quoted + _quote(item))
+    return "{" + ",".join(parts) + "}"
+
 
 def _json(shape: type[Mapping[str, object]] | type[Sequence[object]]) -> _Encoder:
     def encode(name: str, value: object) -> object:
@@ -216,6 +244,11 @@ def _encode_fields(fields: dict[str, object]) -> dict[str, object]:
             if name in _INT_FIELDS:
                 continue
         elif (cls is dict and name in _MAPPING_FIELDS) or (cls is list and name in _LIST_FIELDS):
+            if cls is dict:
+                flat = _flat_json(value)  # type: ignore[arg-type]
+                if flat is not None:
+                    fields[name] = flat
+                    continue
             try:
                 fields[name] = _dumps(value)
                 continue
