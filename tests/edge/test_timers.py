@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import logging
+import weakref
+from collections.abc import Callable
 
 import pytest
 
@@ -122,3 +125,42 @@ async def test_many_timers_wake_the_loop_at_most_once_per_granularity() -> None:
     fired.sort()
     wakeups = 1 + sum(1 for x, y in itertools.pairwise(fired) if y - x > 0.01)
     assert wakeups <= 8, wakeups  # ~100 ms / 20 ms, plus the first
+
+
+def _callback(held: object) -> Callable[[], None]:
+    """A timer callback that keeps ``held`` alive as long as the callback lives."""
+    return lambda: print(held)
+
+
+async def test_a_cancelled_or_replaced_timer_lets_go_of_its_owner_and_callback() -> None:
+    """The stale heap entry stays until its deadline, but holds nothing: an ended call's objects
+    are freed when the ACK cancels the 2xx retransmission, not T1 later."""
+    loop, timers = _running(0.001)
+    cancelled, replaced, live = Owner(), Owner(), Owner()
+    payload = Owner()  # what a callback closes over (a call leg)
+    gone = weakref.ref(cancelled)
+    dropped = weakref.ref(payload)
+    due = loop.time() + 60
+    timers.schedule(cancelled, due, _callback(cancelled))
+    timers.schedule(replaced, due, _callback(payload))
+    timers.schedule(live, due, _callback(live))
+    timers.schedule(cancelled, None, _callback(None))
+    timers.schedule(replaced, due + 1, _callback(None))
+    del cancelled, payload
+    gc.collect()
+    assert gone() is None and dropped() is None
+    assert len(timers) == 2 and timers.pending(live) == due
+    timers.close()
+
+
+async def test_an_owner_id_reused_after_cancel_gets_only_its_own_timer() -> None:
+    loop, timers = _running(0.001)
+    fired: list[str] = []
+    first = Owner()
+    timers.schedule(first, loop.time() + 0.01, lambda: fired.append("first"))
+    timers.schedule(first, None, lambda: None)
+    del first
+    second = Owner()  # may well take the first one's id()
+    timers.schedule(second, loop.time() + 0.02, lambda: fired.append("second"))
+    await asyncio.sleep(0.08)
+    assert fired == ["second"] and len(timers) == 0
