@@ -93,11 +93,18 @@ def format_address(addr: Address) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+#: Peer addresses whose Flow a UDP listener keeps (then it starts over).
+_FLOW_CACHE_LIMIT = 4096
+
+
 class _UdpProtocol(asyncio.DatagramProtocol):
     def __init__(self, sink: MessageSink) -> None:
         self.sink = sink
         self.transport: asyncio.DatagramTransport | None = None
         self.local: Address = ("", 0)
+        # One Flow per peer address, shared by its datagrams (a Flow is never changed after it
+        # is made): a trunk's peers are few, and a transaction keeps its Flow for 32 s.
+        self._flows: dict[tuple[str | int, ...], Flow] = {}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's UDP transport is not a subclass of asyncio.DatagramTransport.
@@ -110,12 +117,16 @@ class _UdpProtocol(asyncio.DatagramProtocol):
             self.transport.sendto(data, to)
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        remote = (str(addr[0]), int(addr[1]))
-        flow = Flow("UDP", self.local, remote, self._send)
+        flow = self._flows.get(addr)
+        if flow is None:
+            flow = Flow("UDP", self.local, (str(addr[0]), int(addr[1])), self._send)
+            if len(self._flows) >= _FLOW_CACHE_LIMIT:  # a flood of sources must not grow it
+                self._flows.clear()
+            self._flows[addr] = flow
         try:
             self.sink.receive(data, flow)
         except Exception:  # the server never dies on input
-            log.exception("internal error handling a datagram from %s", format_address(remote))
+            log.exception("internal error handling a datagram from %s", format_address(flow.remote))
 
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable and friends: the peer is gone; transactions time out.

@@ -1,0 +1,50 @@
+"""UDP listeners hand the edge one Flow per peer address, and answers still reach each peer."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from byeline.net.sip_transport import Flow, ListenSpec, SipTransports
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.got: list[tuple[bytes, Flow]] = []
+
+    def receive(self, data: bytes, flow: Flow) -> None:
+        self.got.append((data, flow))
+        flow.send(b"echo " + data)
+
+
+async def test_one_flow_per_peer_and_answers_go_back_to_each() -> None:
+    sink = Sink()
+    transports = SipTransports(sink)
+    spec = await transports.listen(ListenSpec("UDP", "127.0.0.1", 0))
+    peers = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2)]
+    try:
+        loop = asyncio.get_running_loop()
+        for peer in peers:
+            peer.bind(("127.0.0.1", 0))
+            peer.setblocking(False)
+        for n in range(3):
+            for i, peer in enumerate(peers):
+                peer.sendto(f"m{n}p{i}".encode(), ("127.0.0.1", spec.port))
+                echo = await asyncio.wait_for(loop.sock_recv(peer, 100), 2.0)
+                assert echo == f"echo m{n}p{i}".encode()
+        for _ in range(50):
+            if len(sink.got) == 6:
+                break
+            await asyncio.sleep(0.01)
+        flows = {data.decode()[-2:]: set() for data, _ in sink.got}
+        for data, flow in sink.got:
+            flows[data.decode()[-2:]].add(id(flow))
+        assert [len(ids) for ids in flows.values()] == [1, 1]  # one Flow per peer, reused
+        first, second = (flow for _, flow in sink.got[:2])
+        assert first is not second
+        assert first.remote == peers[0].getsockname() and second.remote == peers[1].getsockname()
+        assert first.transport == "UDP" and first.local == ("127.0.0.1", spec.port)
+    finally:
+        for peer in peers:
+            peer.close()
+        await transports.close()
