@@ -30,6 +30,7 @@ import ipaddress
 import socket
 import termios
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -126,8 +127,10 @@ class RtpPortAllocator:
         self.rest = rest
         self.park_limit = park_limit
         self._clock = clock
-        # Parked ports, oldest first (a dict keeps insertion order): port -> (since, lease).
-        self._parked: dict[int, tuple[float, RtpPortLease]] = {}
+        # Parked ports, oldest first: port -> (since, lease). An OrderedDict, not a dict: taken
+        # from the front, a dict's first key is found by skipping every slot deleted before it
+        # (1.3 µs a time with 3,000 parked, against 0.25).
+        self._parked: OrderedDict[int, tuple[float, RtpPortLease]] = OrderedDict()
         self.reused = 0
         """Ports handed out again from parking (monitoring)."""
 
@@ -239,7 +242,7 @@ class RtpPortAllocator:
 
     def close_parked(self) -> None:
         """Close every parked port (at shutdown)."""
-        parked, self._parked = self._parked, {}
+        parked, self._parked = self._parked, OrderedDict()
         for _, lease in parked.values():
             lease.close()
 
