@@ -239,14 +239,6 @@ def normalize_number(number: str) -> str:
     return number if number.startswith("+") else "+" + number
 
 
-def _numbers_match(number: str, allowed: Sequence[str]) -> bool:
-    # LiveKit's matchNumbers: an empty list allows every number.
-    if not allowed:
-        return True
-    norm = normalize_number(number)
-    return any(number == allow or norm == normalize_number(allow) for allow in allowed)
-
-
 # --------------------------------------------------------------------------------------------
 # JSON → protobuf, with errors that name the field
 # --------------------------------------------------------------------------------------------
@@ -807,8 +799,8 @@ class _TrunkRule:
     """What :meth:`TrunkSet.match` reads of one trunk, taken out of its protobuf once.
 
     Per INVITE, reading the repeated fields and normalising every listed number again cost more
-    than the rest of the match. The sets give the same answers as :func:`_numbers_match` and
-    :func:`_addresses_match` (a test checks them against each other).
+    than the rest of the match. The sets give the answers of LiveKit's ``matchNumbers`` and of
+    :func:`_addresses_match` (a test checks them against an entry-by-entry reading).
     """
 
     def __init__(self, trunk: Trunk) -> None:

@@ -126,13 +126,8 @@ def _json_encoder() -> Callable[[object], str]:
 
 _dumps: Final = _json_encoder()
 
-try:
-    from json.encoder import c_encode_basestring as _quote  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - an interpreter without the C accelerator
-    from json.encoder import encode_basestring as _quote
-
-if _quote is None:  # pragma: no cover
-    from json.encoder import encode_basestring as _quote
+# The C function where there is one (json's own choice, as in _json_encoder).
+_quote: Final = json.encoder.encode_basestring
 
 #: ``"name":`` of each attribute name seen, JSON-quoted once (a trunk's calls share their names).
 _QUOTED_KEYS: dict[str, str] = {}
