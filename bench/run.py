@@ -61,7 +61,7 @@ SERVICE = "+18005550100"
 RAMP = [50, 100, 200, 400, 800, 1600, 3200, 6400, 12800, 25600]
 # Where each UAS's ramp starts: well below what it sustained in earlier runs (byeline and sippy
 # several hundred calls/s, SIPp's UAS thousands), so the steps go to the part that decides.
-RAMP_START = {"byeline": 400, "sippy": 200, "sipp-uas": 6400}
+RAMP_START = {"byeline": 400, "sippy": 200, "sipp-uas": 6400, "floor": 3200}
 REPEATS = 2  # extra steps at the confirmed rate, for the spread of one rate's figures
 T0 = time.monotonic()
 
@@ -183,6 +183,9 @@ def start_server(kind: str, port: int, work: Path, **extra: Any) -> Server:
         ready = "ready on"
     elif kind == "sippy":
         argv = [sys.executable, str(BENCH / "sippy_uas.py"), "127.0.0.1", str(port)]
+        ready = "ready"
+    elif kind == "floor":
+        argv = [sys.executable, str(BENCH / "floor_uas.py"), "127.0.0.1", str(port)]
         ready = "ready"
     elif kind == "sipp-uas":
         # 4 MB socket buffers as for the UAC: SIPp's own default (64 kB) drops bursts.
@@ -749,7 +752,7 @@ def print_table(report: dict[str, Any]) -> None:
         f"{'UAS':<10}{'max cps':>9}{'1st fail':>10}{'cpu ms/call':>13}{'p99 200 ms':>12}"
         f"{'RSS MB':>8}  note"
     )
-    for kind in ("byeline", "sippy", "sipp-uas"):
+    for kind in ("byeline", "sippy", "sipp-uas", "floor"):
         s = sig.get(kind)
         if s is None:
             continue
@@ -779,6 +782,11 @@ def print_table(report: dict[str, Any]) -> None:
     print(
         f"ratios: byeline/sippy = {r.get('byeline_over_sippy')}, "
         f"byeline/SIPp-UAS = {r.get('byeline_over_sipp_uas')}"
+        + (
+            f", floor/SIPp-UAS = {r['floor_over_sipp_uas']}"
+            if r.get("floor_over_sipp_uas") is not None
+            else ""
+        )
     )
     media = report.get("media")
     if media:
@@ -815,7 +823,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run (a few minutes)")
     parser.add_argument("--only", choices=("all", "signalling", "media"), default="all")
-    parser.add_argument("--uas", default="byeline,sippy,sipp-uas")
+    parser.add_argument(
+        "--uas",
+        default="byeline,sippy,sipp-uas",
+        help="UAS kinds, comma-separated: byeline, sippy, sipp-uas, floor (bench/floor_uas.py)",
+    )
     parser.add_argument("--hold-ms", type=int, default=0, help="call hold time between ACK and BYE")
     parser.add_argument("--out", default=str(BENCH / "out"))
     parser.add_argument(
@@ -895,7 +907,7 @@ def main() -> int:
         if args.only in ("all", "signalling"):
             report["signalling"] = {}
             kinds = [k for k in args.uas.split(",") if k]
-            budget = {"byeline": 170.0, "sippy": 150.0, "sipp-uas": 150.0}
+            budget = {"byeline": 170.0, "sippy": 150.0, "sipp-uas": 150.0, "floor": 150.0}
             for kind in kinds:
                 if kind == "sippy":
                     ok, note = ensure_package("sippy", "sippy")
@@ -931,6 +943,10 @@ def main() -> int:
             report["ratios"] = {
                 "byeline_over_sippy": ratio(b, (sig.get("sippy") or {}).get("max_cps")),
                 "byeline_over_sipp_uas": ratio(b, (sig.get("sipp-uas") or {}).get("max_cps")),
+                "floor_over_sipp_uas": ratio(
+                    (sig.get("floor") or {}).get("max_cps"),
+                    (sig.get("sipp-uas") or {}).get("max_cps"),
+                ),
             }
         if args.only in ("all", "media"):
             log("media: byeline with two-way RTP")

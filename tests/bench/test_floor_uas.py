@@ -1,0 +1,110 @@
+"""The bench's floor UAS completes the signalling scenario's calls, as SIPp checks them.
+
+The floor is a baseline of ``make bench``'s signalling figures; if its answers were wrong SIPp would
+count failed calls and the floor's rate would mean nothing. Real SIPp, real UDP on loopback.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from byeline.sip.message import Response, parse_message
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def _load(name: str) -> ModuleType:
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+run = _load("run")
+
+
+def _free_udp_pair() -> int:
+    """An even UDP port with the next one free too (the UAS and SIPp's own port)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1] & ~1
+        try:
+            with (
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a,
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b,
+            ):
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 1))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free UDP port pair")
+
+
+@pytest.fixture
+def floor(tmp_path: Path) -> Iterator[Any]:
+    port = _free_udp_pair()
+    server = run.start_server("floor", port, tmp_path)
+    try:
+        yield server
+    finally:
+        server.stop(5.0)
+
+
+def test_floor_answers_invite_with_180_and_200_and_bye_with_200(floor: Any) -> None:
+    invite = (
+        f"INVITE sip:+18005550100@127.0.0.1:{floor.port} SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bK-1;rport\r\n"
+        "From: <sip:five9@127.0.0.1:5999>;tag=a1\r\n"
+        f"To: <sip:+18005550100@127.0.0.1:{floor.port}>\r\n"
+        "Call-ID: floor-1@test\r\nCSeq: 1 INVITE\r\nContact: <sip:five9@127.0.0.1:5999>\r\n"
+        "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    )
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(5.0)
+        sock.sendto(invite.encode(), ("127.0.0.1", floor.port))
+        ringing = parse_message(sock.recv(65535))
+        ok = parse_message(sock.recv(65535))
+        assert isinstance(ringing, Response) and ringing.status == 180
+        assert isinstance(ok, Response) and ok.status == 200
+        assert ok.call_id == "floor-1@test" and ok.cseq == (1, "INVITE")
+        assert ok.to_tag and ok.to_tag == ringing.to_tag
+        assert ok.body.startswith(b"v=0\r\n")
+        bye = (
+            f"BYE sip:floor@127.0.0.1:{floor.port} SIP/2.0\r\n"
+            "Via: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bK-2;rport\r\n"
+            "From: <sip:five9@127.0.0.1:5999>;tag=a1\r\n"
+            f"To: <sip:+18005550100@127.0.0.1:{floor.port}>;tag={ok.to_tag}\r\n"
+            "Call-ID: floor-1@test\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+        sock.sendto(bye.encode(), ("127.0.0.1", floor.port))
+        done = parse_message(sock.recv(65535))
+        assert isinstance(done, Response) and done.status == 200
+        assert done.cseq == (2, "BYE") and done.to_tag == ok.to_tag
+
+
+@pytest.mark.skipif(
+    shutil.which("sipp") is None, reason="SIPp not installed (make test installs it)"
+)
+def test_floor_completes_the_bench_scenario_under_sipp(floor: Any, tmp_path: Path) -> None:
+    scen = run.scenario(tmp_path, 0)
+    media = _free_udp_pair()
+    argv = run.sipp_uac(floor.port, scen, 50, 25, media, 20)
+    done = subprocess.run(argv, cwd=tmp_path, capture_output=True, timeout=60)
+    stats = next(tmp_path.glob("*_.csv"), None) or next(tmp_path.glob("*.csv"), None)
+    assert done.returncode == 0, (done.returncode, done.stderr[-800:], stats)
