@@ -788,6 +788,13 @@ def print_table(report: dict[str, Any]) -> None:
             else ""
         )
     )
+    floor = report.get("floor_step")
+    if floor:
+        print(
+            f"floor (bench/floor_uas.py, a Python UAS that only answers) at {floor['rate']}/s: "
+            f"{'ok' if floor['ok'] else 'FAILED: ' + floor['why']}, "
+            f"cpu ms/call {floor['server_cpu_ms_per_call']}"
+        )
     media = report.get("media")
     if media:
         print("\n== Media: concurrent calls, two-way G.711, loss <0.1%, jitter p99 <10 ms ==")
@@ -939,6 +946,17 @@ def main() -> int:
                 log(
                     f"  cpu ms/call with records {with_db['server_cpu_ms_per_call']}, "
                     f"without {no_db['server_cpu_ms_per_call']}"
+                )
+            s_max = (sig.get("sipp-uas") or {}).get("max_cps")
+            if s_max and not quick and "floor" not in kinds:
+                # The floor of a Python UAS (bench/floor_uas.py), one step at SIPp's rate: what
+                # the interpreter and the kernel alone cost per call, beside SIPp's UAS.
+                log(f"signalling: floor (bench/floor_uas.py) at {s_max}/s, one step")
+                floor = sipp_step("floor", s_max, mode["ramp_s"], work, args.hold_ms)
+                report["floor_step"] = floor
+                log(
+                    f"  floor {'ok' if floor['ok'] else 'FAILED'}: cpu ms/call "
+                    f"{floor['server_cpu_ms_per_call']} at {s_max}/s"
                 )
             report["ratios"] = {
                 "byeline_over_sippy": ratio(b, (sig.get("sippy") or {}).get("max_cps")),
