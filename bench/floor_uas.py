@@ -9,8 +9,8 @@ and the kernel's share that any Python UAS on this machine pays: the receive and
 datagram and one pass over each message in Python.
 
 ``bench/run.py --uas floor`` measures it beside the others: it tells how far a quarter of SIPp's
-UAS is from what Python alone can do here. Run as ``python bench/floor_uas.py HOST PORT``; it
-prints ``ready`` once listening and runs until SIGTERM.
+UAS is from what Python alone can do here. Run as ``python bench/floor_uas.py HOST PORT
+[DELAY_MS]``; it prints ``ready`` once listening and runs until SIGTERM.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import asyncio
 import itertools
 import signal
 import sys
+import time
 from typing import Any
 
 ANSWER_SDP = (
@@ -39,7 +40,8 @@ COPIED = (b"via", b"from", b"to", b"call-id", b"cseq")
 
 
 class FloorUas(asyncio.DatagramProtocol):
-    def __init__(self, ip: bytes, port: int) -> None:
+    def __init__(self, ip: bytes, port: int, delay: float = 0.0) -> None:
+        self.delay = delay
         self.sdp = ANSWER_SDP % {b"ip": ip}
         self.contact = b"Contact: <sip:floor@%s:%d>\r\n" % (ip, port)
         self.tags = itertools.count(1)
@@ -51,6 +53,14 @@ class FloorUas(asyncio.DatagramProtocol):
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self.delay and not data.startswith(b"ACK "):
+            # Busy for ``delay`` seconds first, as a server doing its work on the request is.
+            until = time.perf_counter() + self.delay
+            while time.perf_counter() < until:
+                pass
+        self.answer(data, addr)
+
+    def answer(self, data: bytes, addr: tuple[str, int]) -> None:
         head, _, _ = data.partition(b"\r\n\r\n")
         lines = head.split(b"\r\n")
         method = lines[0].split(b" ", 1)[0]
@@ -83,12 +93,12 @@ class FloorUas(asyncio.DatagramProtocol):
             self.ended += method == b"BYE"
 
 
-async def serve(host: str, port: int) -> FloorUas:
+async def serve(host: str, port: int, delay: float) -> FloorUas:
     loop = asyncio.get_running_loop()
     stopped = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopped.set)
-    protocol = FloorUas(host.encode(), port)
+    protocol = FloorUas(host.encode(), port, delay)
     transport, _ = await loop.create_datagram_endpoint(lambda: protocol, local_addr=(host, port))
     sock: Any = transport.get_extra_info("socket")
     if sock is not None:
@@ -106,7 +116,10 @@ def main() -> int:
     import uvloop
 
     host, port = sys.argv[1], int(sys.argv[2])
-    protocol = uvloop.run(serve(host, port))
+    # An optional third argument: milliseconds to spend (busy) on each INVITE and BYE before
+    # answering, to see what a later answer costs in the kernel when the peer has gone idle.
+    delay = float(sys.argv[3]) / 1000 if len(sys.argv) > 3 else 0.0
+    protocol = uvloop.run(serve(host, port, delay))
     print(f"answered {protocol.answered} ended {protocol.ended}", flush=True)
     return 0
 

@@ -186,6 +186,8 @@ def start_server(kind: str, port: int, work: Path, **extra: Any) -> Server:
         ready = "ready"
     elif kind == "floor":
         argv = [sys.executable, str(BENCH / "floor_uas.py"), "127.0.0.1", str(port)]
+        if "delay_ms" in extra:
+            argv.append(str(extra["delay_ms"]))
         ready = "ready"
     elif kind == "sipp-uas":
         # 4 MB socket buffers as for the UAC: SIPp's own default (64 kB) drops bursts.
