@@ -554,3 +554,73 @@ def test_parses_remembered_across_offers_stay_exact() -> None:
     again = SessionDescription.parse(offer).media[0].codecs()
     assert codecs[1].encoding == long_name and codecs[1] == again[1]
     assert codecs[1] is not again[1]
+
+
+# -- the serialiser's field checks and the parser's attribute cache ---------------------------
+
+_FIELD_TEXT = st.text(
+    alphabet=st.sampled_from(["a", "0", "/", " ", "\t", "\x0b", "\x85", "\u3000", "\x00", "\r"]),
+    max_size=4,
+)
+
+
+@given(st.lists(_FIELD_TEXT, min_size=1, max_size=5))
+def test_field_check_in_one_split_agrees_with_the_regex_per_field(fields: list[str]) -> None:
+    from byeline.sip.sdp import _BLANK, _words
+
+    expected = all(item and not _BLANK.search(item) for item in fields)
+    assert _words(tuple(fields)) is expected
+
+
+@given(_FIELD_TEXT, _FIELD_TEXT, _FIELD_TEXT)
+def test_serialisers_refuse_exactly_the_fields_the_grammar_refuses(a: str, b: str, c: str) -> None:
+    from byeline.sip.sdp import _BLANK, _FORBIDDEN, MediaDescription, Origin
+
+    fine = all(item and not _BLANK.search(item) for item in (a, b, c))
+    cases = [
+        (lambda: Connection(c, b, a).serialize(), fine),
+        (lambda: Origin(a, 1, 2, c, b, "IN").serialize(), fine),
+        (
+            lambda: MediaDescription("audio", 4000, a, (b, c)).m_line(),
+            fine and not any(_FORBIDDEN.search(x) for x in (a, b, c)),
+        ),
+    ]
+    for write, ok in cases:
+        if ok:
+            write()
+        else:
+            with pytest.raises(ValueError, match="non-empty without blanks"):
+                write()
+
+
+def test_parsed_attributes_are_shared_but_crypto_lines_are_not_kept() -> None:
+    from byeline.sip import sdp as sdp_module
+
+    first = SessionDescription.parse(FIVE9_OFFER).media[0].attributes
+    second = SessionDescription.parse(FIVE9_OFFER).media[0].attributes
+    assert first == second
+    assert all(a is b for a, b in zip(first, second, strict=True))  # one parse serves both
+    keyed = (
+        b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n"
+        b"m=audio 4000 RTP/SAVP 0\r\n"
+        b"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\n"
+    )
+    parsed = SessionDescription.parse(keyed)
+    assert parsed.media[0].crypto
+    assert not any("inline:" in text for text in sdp_module._ATTRIBUTES)
+
+
+def test_other_lines_keep_their_order_within_a_type() -> None:
+    text = (
+        "v=0\r\no=- 1 2 IN IP4 192.0.2.1\r\ns=x\r\nk=prompt\r\nb=AS:64\r\nu=http://a\r\n"
+        "i=info\r\nb=CT:128\r\nz=0 0\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nr=7d 1h 0 25h\r\n"
+        "m=audio 1 RTP/AVP 0\r\nk=clear:x\r\nb=TIAS:1\r\ni=one\r\nb=AS:2\r\nx=unknown\r\n"
+        "a=sendrecv\r\n"
+    )
+    written = SessionDescription.parse(text).serialize().decode()
+    assert written == (
+        "v=0\r\no=- 1 2 IN IP4 192.0.2.1\r\ns=x\r\ni=info\r\nu=http://a\r\n"
+        "c=IN IP4 192.0.2.1\r\nb=AS:64\r\nb=CT:128\r\nt=0 0\r\nr=7d 1h 0 25h\r\nz=0 0\r\n"
+        "k=prompt\r\nm=audio 1 RTP/AVP 0\r\ni=one\r\nb=TIAS:1\r\nb=AS:2\r\nk=clear:x\r\n"
+        "x=unknown\r\na=sendrecv\r\n"
+    )

@@ -166,6 +166,13 @@ def _uint(text: str, what: str, maximum: int) -> int:
     return value
 
 
+def _words(fields: tuple[str, ...], line: str | None = None) -> bool:
+    """Whether every field is non-empty and without blanks, in one split instead of a regex
+    search per field: ``str.split()`` cuts at exactly the characters ``\\s`` matches
+    (``str.isspace``), so the fields come back unchanged only if none is empty or has one."""
+    return (" ".join(fields) if line is None else line).split() == list(fields)
+
+
 def _check_text(value: str, what: str) -> str:
     # Three substring tests: cheaper than the regex on the short values of an SDP line.
     if "\r" in value or "\n" in value or "\x00" in value:
@@ -177,6 +184,7 @@ def _check_text(value: str, what: str) -> str:
 # once is remembered (bounded, short values only, so a peer cannot fill memory with them).
 _ATTRIBUTE_NAMES: Final[set[str]] = set()
 _RTPMAPS: Final[dict[str, RtpMap]] = {}
+_ATTRIBUTES: Final[dict[str, Attribute]] = {}
 _CACHE_LIMIT: Final = 1024
 _CACHED_LENGTH: Final = 64
 
@@ -188,6 +196,22 @@ def _check_attribute_name(name: str) -> None:
         raise ValueError(f"attribute name is not a token: {name!r}")
     if len(_ATTRIBUTE_NAMES) < _CACHE_LIMIT and len(name) <= _CACHED_LENGTH:
         _ATTRIBUTE_NAMES.add(name)
+
+
+def _parse_attribute(text: str) -> Attribute:
+    """``Attribute.parse``, remembered: an Attribute is frozen, one parse serves every call.
+
+    ``a=crypto`` lines are never kept: their inline keys must not outlive the call."""
+    attribute = _ATTRIBUTES.get(text)
+    if attribute is None:
+        attribute = Attribute.parse(text)
+        if (
+            len(_ATTRIBUTES) < _CACHE_LIMIT
+            and len(text) <= _CACHED_LENGTH
+            and attribute.name != "crypto"
+        ):
+            _ATTRIBUTES[text] = attribute
+    return attribute
 
 
 def _parse_rtpmap(value: str) -> RtpMap:
@@ -289,9 +313,10 @@ class Origin:
     def serialize(self) -> str:
         """Return the value of the ``o=`` line."""
         fields = (self.username, self.nettype, self.addrtype, self.address)
-        for item in fields:
-            if not item or _BLANK.search(item):
-                raise ValueError(f"o= field must be non-empty without blanks: {item!r}")
+        if not _words(fields):
+            for item in fields:
+                if not item or _BLANK.search(item):
+                    raise ValueError(f"o= field must be non-empty without blanks: {item!r}")
         return (
             f"{self.username} {self.session_id} {self.session_version} "
             f"{self.nettype} {self.addrtype} {self.address}"
@@ -344,9 +369,11 @@ class Connection:
 
     def serialize(self) -> str:
         """Return the value of the ``c=`` line."""
-        for item in (self.nettype, self.addrtype, self.address):
-            if not item or _BLANK.search(item):
-                raise ValueError(f"c= field must be non-empty without blanks: {item!r}")
+        fields = (self.nettype, self.addrtype, self.address)
+        if not _words(fields):
+            for item in fields:
+                if not item or _BLANK.search(item):
+                    raise ValueError(f"c= field must be non-empty without blanks: {item!r}")
         return f"{self.nettype} {self.addrtype} {self.address}"
 
 
@@ -419,10 +446,59 @@ class RtpMap:
         return text if self.channels is None else f"{text}/{self.channels}"
 
 
+_MLine = tuple[str, int, str, tuple[str, ...], int | None]
+
+
+def _m_line_fields(value: str) -> _MLine:
+    """The fields of an ``m=`` line's value: media, port, proto, formats, port count."""
+    fields = value.split()
+    if len(fields) < 3:
+        raise ValueError(f"m= needs at least media, port and proto: {value!r}")
+    port_part, slash, count_part = fields[1].partition("/")
+    return (
+        fields[0],
+        _uint(port_part, "m= port", 65535),
+        fields[2],
+        tuple(fields[3:]),
+        _uint(count_part, "m= port count", 65535) if slash else None,
+    )
+
+
+def _section(
+    m_line: _MLine,
+    connection: Connection | None,
+    attributes: list[Attribute],
+    other: list[tuple[str, str]],
+) -> MediaDescription:
+    media, port, proto, formats, port_count = m_line
+    return MediaDescription(
+        media, port, proto, formats, port_count, connection, tuple(attributes), tuple(other)
+    )
+
+
 # Where the non-structured lines go when writing (RFC 4566 §5 fixes the order of line types).
 _SESSION_ORDER = {"i": 0, "u": 1, "e": 2, "p": 3, "b": 5, "r": 7, "z": 8, "k": 9}
 _MEDIA_ORDER = {"i": 0, "b": 2, "k": 3}
 _UNKNOWN_RANK = 10
+
+
+def _ranked(
+    other: tuple[tuple[str, str], ...], order: dict[str, int]
+) -> list[tuple[int, str, str]]:
+    """``other`` lines as (rank, type, value), in their writing order (stable: received order
+    within a type)."""
+    return sorted(
+        [(order.get(kind, _UNKNOWN_RANK), kind, value) for kind, value in other],
+        key=_rank_of,
+    )
+
+
+def _rank_of(item: tuple[int, str, str]) -> int:
+    return item[0]
+
+
+def _other_lines(ranked: list[tuple[int, str, str]], low: int, high: int) -> list[str]:
+    return [f"{kind}={value}" for rank, kind, value in ranked if low <= rank < high]
 
 
 @dataclass(frozen=True)
@@ -467,27 +543,19 @@ class MediaDescription:
     @classmethod
     def parse_m_line(cls, value: str) -> MediaDescription:
         """Parse the value of an ``m=`` line (the section's other lines are added by the caller)."""
-        fields = value.split()
-        if len(fields) < 3:
-            raise ValueError(f"m= needs at least media, port and proto: {value!r}")
-        media, port_text, proto, *formats = fields
-        port_part, slash, count_part = port_text.partition("/")
-        return cls(
-            media=media,
-            port=_uint(port_part, "m= port", 65535),
-            proto=proto,
-            formats=tuple(formats),
-            port_count=_uint(count_part, "m= port count", 65535) if slash else None,
-        )
+        media, port, proto, formats, port_count = _m_line_fields(value)
+        return cls(media=media, port=port, proto=proto, formats=formats, port_count=port_count)
 
     def m_line(self) -> str:
         """Return the value of the ``m=`` line."""
         port = str(self.port) if self.port_count is None else f"{self.port}/{self.port_count}"
         fields = (self.media, port, self.proto, *self.formats)
-        for item in fields:
-            if not item or _BLANK.search(item) or _FORBIDDEN.search(item):
-                raise ValueError(f"m= field must be non-empty without blanks: {item!r}")
-        return " ".join(fields)
+        line = " ".join(fields)
+        if not _words(fields, line) or "\x00" in line:
+            for item in fields:
+                if not item or _BLANK.search(item) or _FORBIDDEN.search(item):
+                    raise ValueError(f"m= field must be non-empty without blanks: {item!r}")
+        return line
 
     def values(self, name: str) -> list[str]:
         """Values of every ``a=<name>:<value>`` attribute, in order (names are case-sensitive)."""
@@ -574,13 +642,14 @@ class MediaDescription:
     def serialize_lines(self) -> list[str]:
         """Return the section's lines (without line ends), ``m=`` first."""
         lines = [f"m={self.m_line()}"]
-        ranked = sorted(self.other, key=lambda item: _MEDIA_ORDER.get(item[0], _UNKNOWN_RANK))
+        ranked = _ranked(self.other, _MEDIA_ORDER) if self.other else []
         # i= comes before c=; b=, k= and unknown lines after it.
-        before = [(kind, value) for kind, value in ranked if kind == "i"]
-        lines += [f"{kind}={value}" for kind, value in before]
+        if ranked:
+            lines += _other_lines(ranked, 0, 1)
         if self.connection is not None:
             lines.append(f"c={self.connection.serialize()}")
-        lines += [f"{kind}={value}" for kind, value in ranked if kind != "i"]
+        if ranked:
+            lines += _other_lines(ranked, 1, _UNKNOWN_RANK + 1)
         lines += [f"a={attribute.serialize()}" for attribute in self.attributes]
         return lines
 
@@ -657,34 +726,21 @@ class SessionDescription:
         attributes: list[Attribute] = []
         other: list[tuple[str, str]] = []
         media: list[MediaDescription] = []
-        # Per current m= section: header, connection, attributes, other lines.
-        section: MediaDescription | None = None
+        # Per current m= section: its m= line, connection, attributes, other lines. (No nested
+        # function closes a section: compiled, the variables it shared would all live in a
+        # closure's environment object instead of locals.)
+        section: _MLine | None = None
         m_conn: Connection | None = None
         m_attrs: list[Attribute] = []
         m_other: list[tuple[str, str]] = []
-
-        def close_section() -> None:
-            if section is not None:
-                media.append(
-                    MediaDescription(
-                        section.media,
-                        section.port,
-                        section.proto,
-                        section.formats,
-                        section.port_count,
-                        m_conn,
-                        tuple(m_attrs),
-                        tuple(m_other),
-                    )
-                )
-
         for number, kind, value in lines[1:]:
             try:
                 if kind == "v":
                     raise ValueError("v= appears twice")
                 if kind == "m":
-                    close_section()
-                    section = MediaDescription.parse_m_line(value)
+                    if section is not None:
+                        media.append(_section(section, m_conn, m_attrs, m_other))
+                    section = _m_line_fields(value)
                     m_conn, m_attrs, m_other = None, [], []
                 elif section is not None:
                     if kind == "c":
@@ -694,7 +750,7 @@ class SessionDescription:
                         else:
                             m_conn = Connection.parse(value)
                     elif kind == "a":
-                        m_attrs.append(Attribute.parse(value))
+                        m_attrs.append(_parse_attribute(value))
                     elif kind in "ostuerpz":
                         raise ValueError(f"{kind}= is not allowed in a media section")
                     else:
@@ -714,12 +770,13 @@ class SessionDescription:
                 elif kind == "t":
                     timing.append(value)
                 elif kind == "a":
-                    attributes.append(Attribute.parse(value))
+                    attributes.append(_parse_attribute(value))
                 else:
                     other.append((kind, value))
             except ValueError as exc:
                 raise ValueError(f"line {number}: {exc}") from None
-        close_section()
+        if section is not None:
+            media.append(_section(section, m_conn, m_attrs, m_other))
         if origin is None:
             raise ValueError("no o= line")
         if session_name is None:
@@ -738,21 +795,16 @@ class SessionDescription:
     def serialize(self) -> bytes:
         """Return the SDP body: CRLF line ends, RFC 4566 line order, UTF-8."""
         lines = [f"v={self.version}", f"o={self.origin.serialize()}", f"s={self.session_name}"]
-        ranked = sorted(self.other, key=lambda item: _SESSION_ORDER.get(item[0], _UNKNOWN_RANK))
-
-        def other_lines(low: int, high: int) -> list[str]:
-            return [
-                f"{kind}={value}"
-                for kind, value in ranked
-                if low <= _SESSION_ORDER.get(kind, _UNKNOWN_RANK) < high
-            ]
-
-        lines += other_lines(0, 4)
+        ranked = _ranked(self.other, _SESSION_ORDER) if self.other else []
+        if ranked:
+            lines += _other_lines(ranked, 0, 4)
         if self.connection is not None:
             lines.append(f"c={self.connection.serialize()}")
-        lines += other_lines(4, 6)
+        if ranked:
+            lines += _other_lines(ranked, 4, 6)
         lines += [f"t={value}" for value in self.timing]
-        lines += other_lines(6, _UNKNOWN_RANK + 1)
+        if ranked:
+            lines += _other_lines(ranked, 6, _UNKNOWN_RANK + 1)
         lines += [f"a={attribute.serialize()}" for attribute in self.attributes]
         for media in self.media:
             lines += media.serialize_lines()
@@ -956,7 +1008,7 @@ def answer_offer(
     codec: RtpMap | None = None
     chosen_crypto: tuple[SdesCrypto, SrtpKey] | None = None
     profiles: list[str] = []
-    offered: list[str] = []
+    considered: list[MediaDescription] = []  # the audio streams whose codecs were looked at
     plain_refused = False  # RTP/AVP audio passed over because the policy requires SRTP
     crypto_refused: list[str] = []  # suites of RTP/SAVP audio we could not run
     fallback: tuple[int, RtpMap] | None = None  # a plain stream, if no encrypted one fits
@@ -976,8 +1028,7 @@ def answer_offer(
         elif proto != PROFILE:
             profiles.append(media.proto)
             continue
-        codecs = media.codecs()
-        offered += [f"{c.encoding}/{c.clock_rate}" for c in codecs] or list(media.formats)
+        considered.append(media)
         found = _pick_codec(media, supported)
         if found is None:
             continue
@@ -990,6 +1041,10 @@ def answer_offer(
     if chosen_index is None and fallback is not None:
         chosen_index, codec = fallback
     if chosen_index is None or codec is None:
+        # What was offered, named for the error only (not formatted on every answer).
+        offered: list[str] = []
+        for seen in considered:
+            offered += [f"{c.encoding}/{c.clock_rate}" for c in seen.codecs()] or list(seen.formats)
         if crypto_refused and not offered:
             raise NoCommonCrypto(
                 f"no usable SRTP crypto-suite: offered {', '.join(crypto_refused)}; "
