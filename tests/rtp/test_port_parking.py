@@ -265,3 +265,21 @@ def test_parking_off_closes_a_port_released_unopened() -> None:
     assert sock is not None
     allocator.release(port)
     assert sock.fileno() == -1 and allocator.parked == frozenset()
+
+
+def test_a_range_full_of_resting_ports_hands_out_the_oldest_without_binding() -> None:
+    clock = Clock()
+    allocator = parking(clock, LOW + 2, LOW + 7)  # three ports
+    ports = [allocator.allocate() for _ in range(3)]
+    for port in ports:
+        end_call(allocator, port)
+        clock.now += 0.1
+    # All three rest; each call takes the one parked longest, in order, and the range is
+    # never walked for a port to bind (there is none).
+    again = [allocator.allocate() for _ in range(3)]
+    assert again == ports
+    assert allocator.reused == 3
+    with pytest.raises(PortRangeExhausted, match="3 in use by calls, 0 busy"):
+        allocator.allocate()
+    for port in again:
+        allocator.release(port)

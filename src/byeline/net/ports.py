@@ -169,7 +169,11 @@ class RtpPortAllocator:
         family = _family(host)
         busy = 0
         count = len(self._ports)
-        for step in range(count):
+        # With every port handed out or parked there is nothing to bind: the walk below would
+        # look at each of them in turn, on every call, for as long as the range stays full
+        # (a burst of short calls parks the whole range for ``rest`` seconds).
+        free = count - len(self._in_use) - len(parked)
+        for step in range(count if free > 0 else 0):
             index = (self._next + step) % count
             port = self._ports[index]
             if port in self._in_use or port in parked:
