@@ -593,7 +593,7 @@ def test_serialisers_refuse_exactly_the_fields_the_grammar_refuses(a: str, b: st
                 write()
 
 
-def test_parsed_attributes_are_shared_but_crypto_lines_are_not_kept() -> None:
+def test_parsed_attributes_are_shared_but_secrets_and_per_call_lines_are_not_kept() -> None:
     from byeline.sip import sdp as sdp_module
 
     first = SessionDescription.parse(FIVE9_OFFER).media[0].attributes
@@ -605,9 +605,11 @@ def test_parsed_attributes_are_shared_but_crypto_lines_are_not_kept() -> None:
         b"m=audio 4000 RTP/SAVP 0\r\n"
         b"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\n"
     )
-    parsed = SessionDescription.parse(keyed)
+    parsed = SessionDescription.parse(keyed + b"a=ice-pwd:asd88fgpdd777uzjYhagZg\r\na=ssrc:1 x\r\n")
     assert parsed.media[0].crypto
-    assert not any("inline:" in text for text in sdp_module._ATTRIBUTES)
+    kept = set(sdp_module._ATTRIBUTES)
+    assert not any(text.startswith(("crypto:", "ice-pwd:", "ssrc:")) for text in kept)
+    assert "rtpmap:0 PCMU/8000" in kept
 
 
 def test_other_lines_keep_their_order_within_a_type() -> None:

@@ -198,17 +198,25 @@ def _check_attribute_name(name: str) -> None:
         _ATTRIBUTE_NAMES.add(name)
 
 
-def _parse_attribute(text: str) -> Attribute:
-    """``Attribute.parse``, remembered: an Attribute is frozen, one parse serves every call.
+#: The attributes an offer repeats call after call, kept parsed. Only these: per-session values
+#: (``a=ssrc``, ``a=ice-ufrag``) would fill the cache for nothing, and secrets (``a=crypto``
+#: inline keys, ``a=ice-pwd``) must not outlive their call.
+_SHARED_ATTRIBUTES: Final = frozenset(
+    {"rtpmap", "fmtp", "ptime", "maxptime", "sendrecv", "sendonly", "recvonly", "inactive"}
+    | {"rtcp-mux", "silenceSupp"}
+)
 
-    ``a=crypto`` lines are never kept: their inline keys must not outlive the call."""
+
+def _parse_attribute(text: str) -> Attribute:
+    """``Attribute.parse``, remembered for the lines of :data:`_SHARED_ATTRIBUTES`: an Attribute
+    is frozen, one parse serves every call."""
     attribute = _ATTRIBUTES.get(text)
     if attribute is None:
         attribute = Attribute.parse(text)
         if (
-            len(_ATTRIBUTES) < _CACHE_LIMIT
+            attribute.name in _SHARED_ATTRIBUTES
+            and len(_ATTRIBUTES) < _CACHE_LIMIT
             and len(text) <= _CACHED_LENGTH
-            and attribute.name != "crypto"
         ):
             _ATTRIBUTES[text] = attribute
     return attribute
