@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import signal
+import socket
 import sys
 import time
 from typing import Any
@@ -102,8 +103,6 @@ async def serve(host: str, port: int, delay: float) -> FloorUas:
     transport, _ = await loop.create_datagram_endpoint(lambda: protocol, local_addr=(host, port))
     sock: Any = transport.get_extra_info("socket")
     if sock is not None:
-        import socket
-
         for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
             sock.setsockopt(socket.SOL_SOCKET, option, 4 << 20)
     print("ready", flush=True)

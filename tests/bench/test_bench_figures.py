@@ -2,34 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import xml.etree.ElementTree as ET
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
+from bench_scripts import load
 
 from byeline.five9.plot import Series, nice_ticks, svg_plot
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
 SVG = "{http://www.w3.org/2000/svg}"
 
-
-def _load(name: str) -> ModuleType:
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))  # as when the script runs: its helpers sit beside it
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-plot = _load("plot")
-handback = _load("handback")
+plot = load("plot")
+handback = load("handback")
 
 
 def _step(calls: int, cpu: float, rss: float, ok: bool = True) -> dict[str, Any]:
