@@ -15,34 +15,16 @@ from typing import Any
 
 import pytest
 from bench_scripts import load
+from e2e_harness import _free_media_port  # an even port with the next three free
 
 from byeline.sip.message import Response, parse_message
 
 run = load("run")
 
 
-def _free_udp_pair() -> int:
-    """An even UDP port with the next one free too (the UAS and SIPp's own port)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1] & ~1
-        try:
-            with (
-                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a,
-                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b,
-            ):
-                a.bind(("127.0.0.1", port))
-                b.bind(("127.0.0.1", port + 1))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no free UDP port pair")
-
-
 @pytest.fixture
 def floor(tmp_path: Path) -> Iterator[Any]:
-    port = _free_udp_pair()
+    port = _free_media_port("127.0.0.1")
     server = run.start_server("floor", port, tmp_path)
     try:
         yield server
@@ -87,7 +69,7 @@ def test_floor_answers_invite_with_180_and_200_and_bye_with_200(floor: Any) -> N
 )
 def test_floor_completes_the_bench_scenario_under_sipp(floor: Any, tmp_path: Path) -> None:
     scen = run.scenario(tmp_path, 0)
-    media = _free_udp_pair()
+    media = _free_media_port("127.0.0.1")
     argv = run.sipp_uac(floor.port, scen, 50, 25, media, 20)
     done = subprocess.run(argv, cwd=tmp_path, capture_output=True, timeout=60)
     stats = next(tmp_path.glob("*_.csv"), None) or next(tmp_path.glob("*.csv"), None)

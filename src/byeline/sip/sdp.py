@@ -27,6 +27,7 @@ import ipaddress
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from operator import itemgetter
 from typing import Final, cast, overload
 
 from byeline.rtp.srtp import (
@@ -497,12 +498,8 @@ def _ranked(
     within a type)."""
     return sorted(
         [(order.get(kind, _UNKNOWN_RANK), kind, value) for kind, value in other],
-        key=_rank_of,
+        key=itemgetter(0),
     )
-
-
-def _rank_of(item: tuple[int, str, str]) -> int:
-    return item[0]
 
 
 def _other_lines(ranked: list[tuple[int, str, str]], low: int, high: int) -> list[str]:
