@@ -428,6 +428,8 @@ class GroupCommitWriter:
         pending_calls: dict[str, list[Any]] = {}
         traces: list[tuple[object, ...]] = []
         lines: list[tuple[object, ...]] = []
+        statements = self._statements
+        blob = statements.blob
         for record in records:
             cls = record.__class__
             if cls is TraceWrite:
@@ -441,7 +443,7 @@ class GroupCommitWriter:
                         trace.transport,
                         trace.peer,
                         first_line(data),
-                        data,
+                        data if blob is None else blob(data),
                     )
                 )
             elif cls is CallWrite:
@@ -459,24 +461,23 @@ class GroupCommitWriter:
                 lines.append((record.call_id, record.at, record.role, record.text))
             else:
                 raise TypeError(f"not a record: {record!r}")
-        statements = self._statements
         if pending_calls:
             # executemany needs one statement per set of columns to update.
-            groups: dict[frozenset[str], list[tuple[object, ...]]] = {}
+            groups: dict[str, list[tuple[object, ...]]] = {}
             for call_id, (fields, _copied, first_at, last_at) in pending_calls.items():
                 # started_at and status: used only if the row does not exist yet, so that an
                 # update that overtakes a lost start still leaves a row rather than vanishing.
                 values = {"started_at": first_at, "status": "ringing", **fields}
                 values["updated_at"] = last_at
-                row = (call_id, *map(values.get, CALL_VALUE_COLUMNS))
-                shape = frozenset(fields)
-                group = groups.get(shape)
+                statement, columns = statements.call_upsert(frozenset(fields))
+                row = (call_id, *map(values.get, columns))
+                group = groups.get(statement)
                 if group is None:
-                    groups[shape] = [row]
+                    groups[statement] = [row]
                 else:
                     group.append(row)
-            for shape, rows in groups.items():
-                execute_many(connection, statements.call_upsert(shape), rows)
+            for statement, rows in groups.items():
+                execute_many(connection, statement, rows)
         if traces:
             if statements.trace_copy is not None:
                 copy_rows(connection, statements.trace_copy, traces)
@@ -494,6 +495,8 @@ class GroupCommitWriter:
 
 #: ``calls`` columns in table order, after ``call_id``: the order of an upsert's values.
 CALL_VALUE_COLUMNS: Final = tuple(c.name for c in calls.columns if c.name != "call_id")
+#: The columns every upsert binds: NOT NULL ones a new row needs, and ``updated_at``.
+_ALWAYS_INSERTED: Final = frozenset({"started_at", "status", "updated_at"})
 _TRACE_COLUMNS: Final = ("call_id", "at", "direction", "transport", "peer", "first_line", "raw")
 _TRANSCRIPT_COLUMNS: Final = ("call_id", "at", "role", "text")
 
@@ -519,12 +522,14 @@ class Statements:
         """PostgreSQL through psycopg 3 (the driver byeline installs): SIP messages go in by COPY,
         about twice cheaper per row than INSERT; other drivers insert them."""
         self.transcript_insert: Final = self._insert(transcripts, _TRANSCRIPT_COLUMNS)
-        key = self._quote("call_id")
-        self._upsert_head = (
-            self._insert(calls, ("call_id", *CALL_VALUE_COLUMNS))
-            + f" ON CONFLICT ({key}) DO UPDATE SET "
+        self.blob: Final[Callable[[bytes], object] | None] = (
+            bytearray if dialect.name == "sqlite" else None
         )
-        self._upserts: dict[frozenset[str], str] = {}
+        """What SIP messages are bound as. Python 3.11's sqlite3 binds ``str``, ``int``,
+        ``float`` and ``bytearray`` directly but sends ``bytes`` (and ``None``) through its
+        adapter look-up, which builds a key, misses, and formats an AttributeError it then
+        discards: dearer than copying the few hundred bytes of a message."""
+        self._upserts: dict[frozenset[str], tuple[str, tuple[str, ...]]] = {}
 
     def _insert(self, table: sa.Table, columns: tuple[str, ...]) -> str:
         for name in columns:
@@ -534,20 +539,32 @@ class Statements:
         marks = ", ".join(self._mark for _ in columns)
         return f"INSERT INTO {self._quote(table.name)} ({names}) VALUES ({marks})"
 
-    def call_upsert(self, updated: frozenset[str]) -> str:
-        """Insert a call row with every column, or update only ``updated`` and ``updated_at``."""
-        statement = self._upserts.get(updated)
-        if statement is None:
+    def call_upsert(self, updated: frozenset[str]) -> tuple[str, tuple[str, ...]]:
+        """Insert a call row, or update only ``updated`` and ``updated_at``: the statement and
+        the columns whose values follow ``call_id`` in a row.
+
+        A new row gets ``updated``, ``started_at``, ``status`` and ``updated_at``; its other
+        columns are left to their default (NULL) rather than bound as NULL one by one.
+        """
+        upsert = self._upserts.get(updated)
+        if upsert is None:
             quote = self._quote
+            columns = tuple(
+                name for name in CALL_VALUE_COLUMNS if name in updated or name in _ALWAYS_INSERTED
+            )
             assignments = ", ".join(
                 f"{quote(name)} = excluded.{quote(name)}"
-                for name in CALL_VALUE_COLUMNS
+                for name in columns
                 if name in updated or name == "updated_at"
             )
-            statement = self._upsert_head + assignments
+            statement = (
+                self._insert(calls, ("call_id", *columns))
+                + f" ON CONFLICT ({quote('call_id')}) DO UPDATE SET {assignments}"
+            )
+            upsert = (statement, columns)
             if len(self._upserts) < 4096:  # shapes are few; never let odd callers grow it
-                self._upserts[updated] = statement
-        return statement
+                self._upserts[updated] = upsert
+        return upsert
 
 
 def execute_many(connection: sa.Connection, statement: str, rows: list[tuple[object, ...]]) -> None:
