@@ -277,6 +277,42 @@ def test_bare_lf_headers_with_crlf_inside_body() -> None:
     assert msg.body == b"x\r\n\r\ny"
 
 
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            [b"\r\n", b"\n", b"\r", b"\r\n\r\n", b"\n\r\n", b"Via: x", b":", b" ", b"\xc3\xa9"]
+        ),
+        max_size=14,
+    )
+)
+def test_the_crlf_shortcut_reads_the_head_as_the_general_reading_does(
+    pieces: list[bytes],
+) -> None:
+    # parse_message reads an ASCII, CRLF-only head in one search (_crlf_lines); wherever it
+    # answers, the head must end where head_end says and split into the same lines.
+    data = b"".join(pieces)
+    shortcut = message_module._crlf_lines(data)
+    if shortcut is None:
+        return
+    stop, lines = shortcut
+    assert stop == head_end(data)[0]
+    head = data[:stop].decode("utf-8")
+    assert lines == [line[:-1] if line.endswith("\r") else line for line in head.split("\n")]
+
+
+def test_non_ascii_head_is_read_as_utf8() -> None:
+    data = invite().replace(b'From: "Five9 IVR"', 'From: "José"'.encode(), 1)
+    assert parse_request(data).headers.get("From", "").startswith('"José"')
+
+
+def test_header_names_are_read_alike_the_first_time_and_after() -> None:
+    # The parser remembers each name as written (blanks before the colon included).
+    for _ in range(2):
+        msg = parse_request(invite().replace(b"Max-Forwards:", b"mAX-fORWARDS \t:", 1))
+        assert list(msg.headers).count(("Max-Forwards", "70")) == 1
+
+
 def test_lowercase_version_is_accepted() -> None:
     data = invite().replace(b"SIP/2.0\r\n", b"sip/2.0\r\n", 1)
     assert parse_request(data).version == "sip/2.0"

@@ -52,6 +52,36 @@ def is_token(value: str) -> bool:
     return TOKEN.fullmatch(value) is not None
 
 
+_KNOWN_TOKENS: set[str] = set()
+_KNOWN_URIS: set[str] = set()
+_KNOWN_LIMIT = 4096  # entries each set may hold; what comes after is checked every time
+_KNOWN_LENGTH = 256  # the longest string the sets keep
+
+
+def is_known_token(value: str) -> bool:
+    """:func:`is_token`, remembering the tokens met (methods and header names repeat on
+    every message; the regular expression is the dearer part of a short check)."""
+    if value in _KNOWN_TOKENS:
+        return True
+    if TOKEN.fullmatch(value) is None:
+        return False
+    if len(_KNOWN_TOKENS) < _KNOWN_LIMIT and len(value) <= _KNOWN_LENGTH:
+        _KNOWN_TOKENS.add(value)
+    return True
+
+
+def is_request_uri(value: str) -> bool:
+    """Whether ``value`` matches :data:`REQUEST_URI`, remembering the URIs met (a trunk's
+    calls share the few numbers it serves, and in-dialog requests our Contact)."""
+    if value in _KNOWN_URIS:
+        return True
+    if REQUEST_URI.fullmatch(value) is None:
+        return False
+    if len(_KNOWN_URIS) < _KNOWN_LIMIT and len(value) <= _KNOWN_LENGTH:
+        _KNOWN_URIS.add(value)
+    return True
+
+
 def split_request_line(line: str) -> tuple[str, str, str] | None:
     """``(method, request_uri, version)`` of a request line, or None if it is not one.
 
@@ -59,7 +89,12 @@ def split_request_line(line: str) -> tuple[str, str, str] | None:
     removed); it may still be malformed: check it with :data:`REQUEST_URI`.
     """
     parts = line.rstrip(" ").split(" ")
-    if len(parts) < 3 or not is_token(parts[0]) or SIP_VERSION.fullmatch(parts[-1]) is None:
+    version = parts[-1]
+    if (
+        len(parts) < 3
+        or not is_known_token(parts[0])
+        or (version != "SIP/2.0" and SIP_VERSION.fullmatch(version) is None)
+    ):
         return None
     uri = " ".join(parts[1:-1]).strip(" ")
     return (parts[0], uri, parts[-1]) if uri else None

@@ -142,7 +142,6 @@ def split_header_values(value: str) -> list[str]:
 
 
 _LINE_BREAK = re.compile(r"[\r\n]")
-_TOKEN_NAMES: set[str] = set()  # header names already checked to be tokens
 
 # Linear white space is SP and HTAB only (RFC 3261 §25.1).  A bare ``str.strip()`` would also
 # eat U+00A0, U+0085, U+2028 and the other Unicode spaces at the ends of a value, so the value
@@ -175,6 +174,18 @@ def _canonical(name: str) -> str:
         if len(_CANONICAL_NAMES) < 4096 and len(name) <= _CACHED_LENGTH:
             _CANONICAL_NAMES[name] = canonical
     return canonical
+
+
+_NAME_FORMS: dict[str, tuple[str, str]] = {}
+
+
+def _name_forms(name: str) -> tuple[str, str]:
+    """The canonical spelling and lookup key of a header name read from the wire (a token),
+    remembered under ``name`` as written, blanks before its colon included."""
+    forms = (_canonical(name), _key(name))
+    if len(_NAME_FORMS) < 4096 and len(name) <= _CACHED_LENGTH:
+        _NAME_FORMS[name] = forms
+    return forms
 
 
 def _index_line(
@@ -417,17 +428,13 @@ class Message:
         if _LINE_BREAK.search(start_line):
             raise ValueError(f"line break in start line {start_line!r}")
         lines = [start_line]
-        tokens = _TOKEN_NAMES
         for name, value in self.headers:
             if name == "Content-Length":
                 continue
             # A CR or LF would end the header line early and let the rest of the
             # value be read as headers of its own (header injection).
-            if name not in tokens:
-                if not grammar.is_token(name):
-                    raise ValueError(f"header name {name!r} is not a token")
-                if len(tokens) < 4096 and len(name) <= _CACHED_LENGTH:
-                    tokens.add(name)
+            if not grammar.is_known_token(name):
+                raise ValueError(f"header name {name!r} is not a token")
             if "\n" in value or "\r" in value:
                 raise ValueError(f"line break in the value of header {name}")
             lines.append(f"{name}: {value}")
@@ -500,7 +507,7 @@ class Response(Message):
 def parse_cseq(value: str) -> tuple[int, str]:
     """Parse ``CSeq: 1 INVITE`` into ``(1, "INVITE")``; ValueError when malformed."""
     parts = value.split()
-    if len(parts) != 2 or not _DIGITS.fullmatch(parts[0]) or not grammar.is_token(parts[1]):
+    if len(parts) != 2 or not _is_digits(parts[0]) or not grammar.is_known_token(parts[1]):
         raise ValueError(f"malformed CSeq {value!r}")
     number = _bounded_int(parts[0], 2**31 - 1)
     if number is None:
@@ -511,6 +518,12 @@ def parse_cseq(value: str) -> tuple[int, str]:
 # ASCII digits only: str.isdigit() also takes "²" and "٣", which int() then refuses
 # or reads as a number no SIP peer meant.
 _DIGITS = re.compile(r"[0-9]+")
+
+
+def _is_digits(value: str) -> bool:
+    """``_DIGITS.fullmatch(value)``, without a regular expression: an ASCII string's
+    decimal characters are 0-9 alone."""
+    return value.isascii() and value.isdigit()
 
 
 def _bounded_int(digits: str, limit: int) -> int | None:
@@ -619,6 +632,26 @@ def head_end(data: bytes | bytearray) -> tuple[int, int]:
     return (-1, -1) if m is None else m.span()
 
 
+def _crlf_lines(data: bytes) -> tuple[int, list[str]] | None:
+    """Where the head of the usual message ends (ASCII, CRLF line ends only) and its lines;
+    None for any other message.
+
+    The head ends at the first CRLF CRLF. With no bare LF before it, no blank line made with
+    one (``_HEAD_END``) can end the head sooner, so one search and one count replace the
+    general reading's three searches (:func:`head_end`).
+    """
+    stop = data.find(b"\r\n\r\n")
+    if stop < 0:
+        return None
+    head_bytes = data[:stop]
+    if not head_bytes.isascii() or head_bytes.endswith(b"\r"):
+        # A CR before the blank line: the general reading takes it for part of a line end.
+        return None
+    head = head_bytes.decode("ascii")
+    lines = head.split("\r\n")
+    return (stop, lines) if len(lines) == head.count("\n") + 1 else None
+
+
 def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
     """Parse one SIP message.
 
@@ -632,20 +665,25 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
         raise SipParseError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE_SIZE}")
     data = data.lstrip(b"\r\n")
     fault: str | None = None
-    head_stop, body_start = head_end(data)
-    if head_stop < 0:
-        # Still read what is there: a request that only lacks the blank line
-        # (RFC 4475 §3.1.2.15's archive copy) can be answered with 400.
-        head_bytes, body = data, b""
-        fault = "no blank line after the headers"
+    crlf = _crlf_lines(data)
+    if crlf is not None:
+        head_stop, raw_lines = crlf
+        body = data[head_stop + 4 :]
     else:
-        head_bytes, body = data[:head_stop], data[body_start:]
-    try:
-        head = head_bytes.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise SipParseError(f"header bytes are not UTF-8 at offset {exc.start}") from None
-
-    raw_lines = [line[:-1] if line.endswith("\r") else line for line in head.split("\n")]
+        # A bare LF in the head, or no blank line: the general reading.
+        head_stop, body_start = head_end(data)
+        if head_stop < 0:
+            # Still read what is there: a request that only lacks the blank line
+            # (RFC 4475 §3.1.2.15's archive copy) can be answered with 400.
+            head_bytes, body = data, b""
+            fault = "no blank line after the headers"
+        else:
+            head_bytes, body = data[:head_stop], data[body_start:]
+        try:
+            head = head_bytes.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise SipParseError(f"header bytes are not UTF-8 at offset {exc.start}") from None
+        raw_lines = [line[:-1] if line.endswith("\r") else line for line in head.split("\n")]
     if fault is not None:
         while raw_lines and not raw_lines[-1]:
             raw_lines.pop()
@@ -659,7 +697,7 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
     if request_line is not None:
         method, uri, version = request_line
         msg = Request(method=method, uri=uri, version=version)
-        if grammar.REQUEST_URI.fullmatch(uri) is None:
+        if not grammar.is_request_uri(uri):
             fault = f"malformed Request-URI {uri[:80]!r}"
     else:
         m = grammar.STATUS_LINE.fullmatch(start)
@@ -675,7 +713,7 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
     keys: list[str] = []
     index: dict[str, int] = {}
     repeated: dict[str, list[int]] | None = None
-    tokens = _TOKEN_NAMES
+    names = _NAME_FORMS
     for line in raw_lines[1:]:
         if "\r" in line:
             fault = fault or f"bare CR in header line {line[:60]!r}"
@@ -689,25 +727,25 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
             continue
         # header-name HCOLON value: the name is a token, so the first colon ends it.
         name, colon, value = line.partition(":")
-        name = name.rstrip(_LWS)
-        if name not in tokens:
+        forms = names.get(name)  # the name as written, blanks before the colon included
+        if forms is None or not colon:
+            name = name.rstrip(_LWS)
             if not colon or not grammar.is_token(name):
                 fault = fault or f"malformed header line {line[:60]!r}"
                 break
-            if len(tokens) < 4096 and len(name) <= _CACHED_LENGTH:
-                tokens.add(name)
-        elif not colon:
-            fault = fault or f"malformed header line {line[:60]!r}"
-            break
-        key = _key(name)
-        repeated = _index_line(index, repeated, key, len(items))
-        items.append((_canonical(name), value.strip(_LWS)))
+            forms = _name_forms(name)
+        canonical, key = forms
+        position = len(items)
+        if key in index:
+            repeated = _index_line(index, repeated, key, position)
+        else:
+            index[key] = position
+        items.append((canonical, value.strip(_LWS)))
         keys.append(key)
     msg.headers = headers = Headers._parsed(items, keys)
     headers._index, headers._repeated = index, repeated
 
-    major_minor = grammar.SIP_VERSION.fullmatch(msg.version)
-    if major_minor is None or (major_minor.group(1), major_minor.group(2)) != ("2", "0"):
+    if msg.version != "SIP/2.0" and not _is_2_0(msg.version):
         raise SipParseError(f"unsupported version {msg.version}", partial, 505)
     if fault is not None:
         raise SipParseError(fault, partial)
@@ -737,8 +775,8 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
 
     lengths = msg.headers.getall("Content-Length")
     if lengths:
-        if not all(_DIGITS.fullmatch(v) for v in lengths):
-            bad = next(v for v in lengths if not _DIGITS.fullmatch(v))
+        if not all(_is_digits(v) for v in lengths):
+            bad = next(v for v in lengths if not _is_digits(v))
             raise SipParseError(f"malformed Content-Length {bad!r}", partial)
         values = {_bounded_int(v, MAX_MESSAGE_SIZE) for v in lengths}
         if len(values) > 1:
@@ -753,6 +791,13 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
         raise SipParseError("Content-Length is required on a stream transport", partial)
     msg.body = body
     return msg
+
+
+def _is_2_0(version: str) -> bool:
+    """SIP/2.0 as RFC 3261 reads the version: digits compared as written (``SIP/02.0`` is
+    not 2.0), any case of ``SIP``."""
+    major_minor = grammar.SIP_VERSION.fullmatch(version)
+    return major_minor is not None and (major_minor.group(1), major_minor.group(2)) == ("2", "0")
 
 
 KEEPALIVE_PING = b"\r\n\r\n"
