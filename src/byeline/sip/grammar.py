@@ -58,28 +58,27 @@ _KNOWN_LIMIT = 4096  # entries each set may hold; what comes after is checked ev
 _KNOWN_LENGTH = 256  # the longest string the sets keep
 
 
+def _matches_remembered(pattern: re.Pattern[str], known: set[str], value: str) -> bool:
+    """``pattern.fullmatch(value)``, remembering the values that matched in ``known``."""
+    if value in known:
+        return True
+    if pattern.fullmatch(value) is None:
+        return False
+    if len(known) < _KNOWN_LIMIT and len(value) <= _KNOWN_LENGTH:
+        known.add(value)
+    return True
+
+
 def is_known_token(value: str) -> bool:
     """:func:`is_token`, remembering the tokens met (methods and header names repeat on
     every message; the regular expression is the dearer part of a short check)."""
-    if value in _KNOWN_TOKENS:
-        return True
-    if TOKEN.fullmatch(value) is None:
-        return False
-    if len(_KNOWN_TOKENS) < _KNOWN_LIMIT and len(value) <= _KNOWN_LENGTH:
-        _KNOWN_TOKENS.add(value)
-    return True
+    return _matches_remembered(TOKEN, _KNOWN_TOKENS, value)
 
 
 def is_request_uri(value: str) -> bool:
     """Whether ``value`` matches :data:`REQUEST_URI`, remembering the URIs met (a trunk's
     calls share the few numbers it serves, and in-dialog requests our Contact)."""
-    if value in _KNOWN_URIS:
-        return True
-    if REQUEST_URI.fullmatch(value) is None:
-        return False
-    if len(_KNOWN_URIS) < _KNOWN_LIMIT and len(value) <= _KNOWN_LENGTH:
-        _KNOWN_URIS.add(value)
-    return True
+    return _matches_remembered(REQUEST_URI, _KNOWN_URIS, value)
 
 
 def split_request_line(line: str) -> tuple[str, str, str] | None:
