@@ -706,6 +706,13 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a and b else None
 
 
+def median_cpu_at_max(search: dict[str, Any] | None) -> float | None:
+    """The median CPU ms per call of a search's steps at its confirmed rate."""
+    spread = (search or {}).get("spread_at_max") or {}
+    median: float | None = (spread.get("cpu_ms_per_call") or {}).get("median")
+    return median
+
+
 def environment() -> dict[str, Any]:
     model = ""
     with contextlib.suppress(OSError):
@@ -783,7 +790,8 @@ def print_table(report: dict[str, Any]) -> None:
     r = report.get("ratios", {})
     print(
         f"ratios: byeline/sippy = {r.get('byeline_over_sippy')}, "
-        f"byeline/SIPp-UAS = {r.get('byeline_over_sipp_uas')}"
+        f"byeline/SIPp-UAS = {r.get('byeline_over_sipp_uas')}, "
+        f"sippy/byeline CPU per call = {r.get('sippy_cpu_over_byeline_cpu')}"
         + (
             f", floor/SIPp-UAS = {r['floor_over_sipp_uas']}"
             if r.get("floor_over_sipp_uas") is not None
@@ -963,6 +971,11 @@ def main() -> int:
             report["ratios"] = {
                 "byeline_over_sippy": ratio(b, (sig.get("sippy") or {}).get("max_cps")),
                 "byeline_over_sipp_uas": ratio(b, (sig.get("sipp-uas") or {}).get("max_cps")),
+                # CPU per call, medians at each UAS's own confirmed rate: how many times less
+                # CPU byeline needs per call (the rates swing more, see docs/PERFORMANCE.md).
+                "sippy_cpu_over_byeline_cpu": ratio(
+                    median_cpu_at_max(sig.get("sippy")), median_cpu_at_max(sig.get("byeline"))
+                ),
                 "floor_over_sipp_uas": ratio(
                     (sig.get("floor") or {}).get("max_cps"),
                     (sig.get("sipp-uas") or {}).get("max_cps"),

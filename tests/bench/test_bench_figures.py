@@ -107,3 +107,21 @@ def test_handback_steps_and_medians() -> None:
     (row,) = handback.medians([run(3.0, 0), run(9.0, 1), run(4.0, 0)])
     assert row["decision_to_bye_ms"]["p99"] == 4.0 and row["decision_to_bye_ms"]["max"] == 5.0
     assert row["keys_lost"] == 1 and row["calls"] == 1200 and row["runs"] == 3
+
+
+def test_the_cpu_ratio_compares_the_medians_at_each_confirmed_rate() -> None:
+    run = load("run")
+
+    def search(*cpu: float) -> dict[str, Any]:
+        ordered = sorted(cpu)
+        return {
+            "spread_at_max": {
+                "cpu_ms_per_call": {"min": ordered[0], "median": ordered[1], "max": ordered[2]}
+            }
+        }
+
+    sippy, byeline = search(1.18, 1.141, 1.149), search(0.42, 0.35, 0.36)
+    assert run.median_cpu_at_max(byeline) == 0.36
+    assert run.ratio(run.median_cpu_at_max(sippy), run.median_cpu_at_max(byeline)) == 3.192
+    assert run.median_cpu_at_max(None) is None  # a search that failed to run
+    assert run.median_cpu_at_max({"error": "sippy missing"}) is None
