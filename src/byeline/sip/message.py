@@ -517,12 +517,9 @@ def parse_cseq(value: str) -> tuple[int, str]:
 
 # ASCII digits only: str.isdigit() also takes "²" and "٣", which int() then refuses
 # or reads as a number no SIP peer meant.
-_DIGITS = re.compile(r"[0-9]+")
-
-
 def _is_digits(value: str) -> bool:
-    """``_DIGITS.fullmatch(value)``, without a regular expression: an ASCII string's
-    decimal characters are 0-9 alone."""
+    """Whether ``value`` is one or more of 0-9: an ASCII string's decimal characters are
+    those alone."""
     return value.isascii() and value.isdigit()
 
 
