@@ -182,7 +182,8 @@ _NAME_FORMS: dict[str, tuple[str, str]] = {}
 def _name_forms(name: str) -> tuple[str, str]:
     """The canonical spelling and lookup key of a header name read from the wire (a token),
     remembered under ``name`` as written, blanks before its colon included."""
-    forms = (_canonical(name), _key(name))
+    canonical = _canonical(name)
+    forms = (canonical, canonical.lower())  # the key, as _key makes it
     if len(_NAME_FORMS) < 4096 and len(name) <= _CACHED_LENGTH:
         _NAME_FORMS[name] = forms
     return forms
@@ -742,7 +743,7 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
     msg.headers = headers = Headers._parsed(items, keys)
     headers._index, headers._repeated = index, repeated
 
-    if msg.version != "SIP/2.0" and not _is_2_0(msg.version):
+    if not _is_2_0(msg.version):
         raise SipParseError(f"unsupported version {msg.version}", partial, 505)
     if fault is not None:
         raise SipParseError(fault, partial)
@@ -793,6 +794,8 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
 def _is_2_0(version: str) -> bool:
     """SIP/2.0 as RFC 3261 reads the version: digits compared as written (``SIP/02.0`` is
     not 2.0), any case of ``SIP``."""
+    if version == "SIP/2.0":
+        return True
     major_minor = grammar.SIP_VERSION.fullmatch(version)
     return major_minor is not None and (major_minor.group(1), major_minor.group(2)) == ("2", "0")
 

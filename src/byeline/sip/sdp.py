@@ -649,12 +649,10 @@ class MediaDescription:
         lines = [f"m={self.m_line()}"]
         ranked = _ranked(self.other, _MEDIA_ORDER) if self.other else []
         # i= comes before c=; b=, k= and unknown lines after it.
-        if ranked:
-            lines += _other_lines(ranked, 0, 1)
+        lines += _other_lines(ranked, 0, 1)
         if self.connection is not None:
             lines.append(f"c={self.connection.serialize()}")
-        if ranked:
-            lines += _other_lines(ranked, 1, _UNKNOWN_RANK + 1)
+        lines += _other_lines(ranked, 1, _UNKNOWN_RANK + 1)
         lines += [f"a={attribute.serialize()}" for attribute in self.attributes]
         return lines
 
@@ -801,15 +799,12 @@ class SessionDescription:
         """Return the SDP body: CRLF line ends, RFC 4566 line order, UTF-8."""
         lines = [f"v={self.version}", f"o={self.origin.serialize()}", f"s={self.session_name}"]
         ranked = _ranked(self.other, _SESSION_ORDER) if self.other else []
-        if ranked:
-            lines += _other_lines(ranked, 0, 4)
+        lines += _other_lines(ranked, 0, 4)
         if self.connection is not None:
             lines.append(f"c={self.connection.serialize()}")
-        if ranked:
-            lines += _other_lines(ranked, 4, 6)
+        lines += _other_lines(ranked, 4, 6)
         lines += [f"t={value}" for value in self.timing]
-        if ranked:
-            lines += _other_lines(ranked, 6, _UNKNOWN_RANK + 1)
+        lines += _other_lines(ranked, 6, _UNKNOWN_RANK + 1)
         lines += [f"a={attribute.serialize()}" for attribute in self.attributes]
         for media in self.media:
             lines += media.serialize_lines()
