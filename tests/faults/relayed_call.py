@@ -27,12 +27,16 @@ def wide_rtp_block() -> tuple[int, int]:
     return low, low + 119
 
 
+# The simulator's own RTP pairs: below the wide blocks and the kernel's ephemeral ports, so no
+# socket bound to port 0 in the meantime (the relays', the server's) can take one between the
+# check below and the simulator's bind.
+_pinned_pairs = itertools.cycle(range(10000 + (os.getpid() % 8) * 250, 12000, 2))
+
+
 def pinned_rtp_port() -> int:
     """An even UDP port, free with port+1, for one simulator call's RTP (the relay's client)."""
     for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.bind(("127.0.0.1", 0))
-            port: int = s.getsockname()[1] & ~1
+        port = next(_pinned_pairs)
         try:
             for p in (port, port + 1):
                 with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
