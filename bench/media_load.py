@@ -85,16 +85,20 @@ def proc_sample(pid: int) -> dict[str, float]:
     return {"cpu_s": cpu, "rss_kb": rss_kb, "at": time.monotonic()}
 
 
-def cpu_busy(cores: tuple[int, ...] = (0, 1)) -> dict[int, float]:
-    """Busy seconds of each core from /proc/stat (everything but idle and iowait)."""
-    busy: dict[int, float] = {}
+def cpu_idle(cores: tuple[int, ...] = (0, 1)) -> dict[int, float]:
+    """Idle seconds of each core from /proc/stat (idle and iowait).
+
+    A core's busy time is wall time less this: the busy columns come from the scheduler tick,
+    which a tickless kernel stops while the core idles, so they miss short bursts of work.
+    """
+    idle: dict[int, float] = {}
     with open("/proc/stat") as fh:
         for line in fh:
             name = line.split(" ", 1)[0]
             if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cores:
-                values = [int(v) for v in line.split()[1:]]
-                busy[int(name[3:])] = (sum(values[:8]) - values[3] - values[4]) / CLK_TCK
-    return busy
+                values = line.split()
+                idle[int(name[3:])] = (int(values[4]) + int(values[5])) / CLK_TCK
+    return idle
 
 
 def udp_errors() -> dict[str, int]:
@@ -367,14 +371,14 @@ class MediaLoad:
         server0 = proc_sample(args.server_pid)
         udp0 = udp_errors()
         gen0 = os.times()
-        busy0 = cpu_busy()
+        idle0 = cpu_idle()
         self.recording = True
         w0 = time.monotonic()
         self.run_for(args.hold)
         window = time.monotonic() - w0
         self.recording = False
         gen1 = os.times()
-        busy1 = cpu_busy()
+        idle1 = cpu_idle()
         udp1 = udp_errors()
         server1 = proc_sample(args.server_pid)
         self._drain_rtp()
@@ -393,10 +397,11 @@ class MediaLoad:
             server_rss_mb=round(server1["rss_kb"] / 1024, 1),
             server_cpu_ms_per_call_s=round(1000 * cpu / max(1, len(up)), 3),
             core_busy_pct={
-                str(core): round(100 * (busy1[core] - busy0[core]) / window, 1) for core in busy1
+                str(core): round(100 * (1 - (idle1[core] - idle0[core]) / window), 1)
+                for core in idle1
             },
             other_load_pct=round(
-                100 * (sum(busy1.values()) - sum(busy0.values())) / window
+                100 * (len(idle1) - (sum(idle1.values()) - sum(idle0.values())) / window)
                 - 100 * cpu
                 - 100 * gen_cpu,
                 1,
