@@ -333,7 +333,11 @@ def sipp_step(
     )
     u_peak = 0.0
     try:
-        while uac.poll() is None and time.monotonic() - w0 < duration + 20:
+        # SIPp's -timeout does not always end it: under a collapse it ran on to our limit (20 s
+        # past the step until round 10). A call still unanswered 10 s after the last was due
+        # failed already (8 s without a final response), so a second past SIPp's own timeout
+        # is enough; killed, SIPp leaves its last per-second stat row, which is what is read.
+        while uac.poll() is None and time.monotonic() - w0 < duration + 10:
             time.sleep(0.25)
             u_peak = max(u_peak, proc_sample(uac.pid)["cpu_s"])
         if uac.poll() is None:
