@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+from collections.abc import AsyncIterator
 from typing import Any
 
 import uvloop
@@ -53,10 +55,10 @@ async def test_one_flow_per_peer_and_answers_go_back_to_each() -> None:
         await transports.close()
 
 
-async def test_queued_datagrams_leave_in_order_and_before_close() -> None:
-    """Sends wait for the end of the loop pass; none is reordered, none lost on close."""
-    sink = Sink()
-    transports = SipTransports(sink)
+@contextlib.asynccontextmanager
+async def listener_and_peer() -> AsyncIterator[tuple[SipTransports, Flow, socket.socket]]:
+    """A UDP listener, a peer socket (2 s timeout), and the listener's flow to that peer."""
+    transports = SipTransports(Sink())
     await transports.listen(ListenSpec("UDP", "127.0.0.1", 0))
     peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
@@ -64,6 +66,15 @@ async def test_queued_datagrams_leave_in_order_and_before_close() -> None:
         peer.settimeout(2.0)
         flow = transports.udp_flow(peer.getsockname())
         assert flow is not None
+        yield transports, flow, peer
+    finally:
+        peer.close()
+        await transports.close()
+
+
+async def test_queued_datagrams_leave_in_order_and_before_close() -> None:
+    """Sends wait for the end of the loop pass; none is reordered, none lost on close."""
+    async with listener_and_peer() as (transports, flow, peer):
         for n in range(20):
             flow.send(f"d{n}".encode())
         # Nothing has left yet: this is still the same pass of the loop.
@@ -79,32 +90,18 @@ async def test_queued_datagrams_leave_in_order_and_before_close() -> None:
         flow.send(b"last words")
         await transports.close()  # in the same pass: flushed before the socket closes
         assert peer.recv(100) == b"last words"
-    finally:
-        peer.close()
-        await transports.close()
 
 
 def test_an_unusable_address_loses_only_its_datagram(caplog: Any) -> None:
     """uvloop (the server's loop) refuses it in sendto: a warning, and the others still leave."""
 
     async def body() -> None:
-        sink = Sink()
-        transports = SipTransports(sink)
-        await transports.listen(ListenSpec("UDP", "127.0.0.1", 0))
-        peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            peer.bind(("127.0.0.1", 0))
-            peer.settimeout(2.0)
-            flow = transports.udp_flow(peer.getsockname())
-            assert flow is not None
+        async with listener_and_peer() as (_, flow, peer):
             flow.send(b"before")
             flow.send(b"nowhere", ("::1", 5060))  # an IPv6 address on an IPv4 socket
             flow.send(b"after")
             await asyncio.sleep(0)
             assert [peer.recv(100), peer.recv(100)] == [b"before", b"after"]
-        finally:
-            peer.close()
-            await transports.close()
 
     uvloop.run(body())
     assert any("UDP send to [::1]:5060 failed" in r.getMessage() for r in caplog.records)
