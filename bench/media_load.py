@@ -38,6 +38,7 @@ import numpy as np
 
 from byeline.sip import sdp
 from byeline.sip.message import Headers, Request, Response, parse_message
+from procs import cores_idle
 
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux value
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
@@ -83,22 +84,6 @@ def proc_sample(pid: int) -> dict[str, float]:
             if line.startswith("VmRSS:"):
                 rss_kb = int(line.split()[1])
     return {"cpu_s": cpu, "rss_kb": rss_kb, "at": time.monotonic()}
-
-
-def cpu_idle(cores: tuple[int, ...] = (0, 1)) -> dict[int, float]:
-    """Idle seconds of each core from /proc/stat (idle and iowait).
-
-    A core's busy time is wall time less this: the busy columns come from the scheduler tick,
-    which a tickless kernel stops while the core idles, so they miss short bursts of work.
-    """
-    idle: dict[int, float] = {}
-    with open("/proc/stat") as fh:
-        for line in fh:
-            name = line.split(" ", 1)[0]
-            if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cores:
-                values = line.split()
-                idle[int(name[3:])] = (int(values[4]) + int(values[5])) / CLK_TCK
-    return idle
 
 
 def udp_errors() -> dict[str, int]:
@@ -371,14 +356,14 @@ class MediaLoad:
         server0 = proc_sample(args.server_pid)
         udp0 = udp_errors()
         gen0 = os.times()
-        idle0 = cpu_idle()
+        idle0 = cores_idle()
         self.recording = True
         w0 = time.monotonic()
         self.run_for(args.hold)
         window = time.monotonic() - w0
         self.recording = False
         gen1 = os.times()
-        idle1 = cpu_idle()
+        idle1 = cores_idle()
         udp1 = udp_errors()
         server1 = proc_sample(args.server_pid)
         self._drain_rtp()

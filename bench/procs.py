@@ -31,6 +31,25 @@ def proc_sample(pid: int) -> dict[str, float]:
         return {"cpu_s": 0.0, "sys_s": 0.0, "rss_mb": 0.0}
 
 
+def cores_idle(cores: tuple[int, ...] = (0, 1)) -> dict[int, float]:
+    """Idle seconds of each of ``cores`` from /proc/stat (its idle and iowait columns).
+
+    A core's busy time is wall time less this. The busy columns are sampled by the scheduler
+    tick, which a tickless kernel stops while a core idles: a core that wakes for a few hundred
+    microseconds and sleeps again is often missed, so their sum undercounts bursty work such as
+    a UAS's (by 7 % in a 300 µs-on / 700 µs-off test here, enough to make "other load"
+    negative). The idle columns are kept from the clock, not from ticks.
+    """
+    idle: dict[int, float] = {}
+    with open("/proc/stat") as fh:
+        for line in fh:
+            name = line.split(" ", 1)[0]
+            if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cores:
+                values = line.split()
+                idle[int(name[3:])] = (int(values[4]) + int(values[5])) / CLK_TCK
+    return idle
+
+
 def stop_process(proc: subprocess.Popen[bytes], grace: float = 15.0) -> None:
     """SIGTERM (byeline flushes its store on the way out), ``grace`` seconds; then SIGKILL."""
     if proc.poll() is None:

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from procs import CLK_TCK, proc_sample, stop_process
+from procs import cores_idle, proc_sample, stop_process
 from snapshot import take_snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -114,28 +114,6 @@ def ensure_pyspy() -> str | None:
             timeout=300,
         )
     return str(path) if path.exists() else shutil.which("py-spy")
-
-
-# -- /proc -----------------------------------------------------------------------------------------
-
-
-def cores_idle() -> float:
-    """Idle seconds of cores 0 and 1 together (/proc/stat's idle and iowait).
-
-    Busy time is wall time less this. The busy columns are sampled by the scheduler tick, and a
-    tickless kernel stops the tick while a core idles: a core that wakes for a few hundred
-    microseconds and sleeps again is often missed, so their sum undercounts bursty work such as
-    a UAS's (by 7 % in a 300 µs-on / 700 µs-off test here, enough to make "other load" negative).
-    The idle columns are kept from the clock, not from ticks.
-    """
-    total = 0.0
-    with open("/proc/stat") as fh:
-        for line in fh:
-            name = line.split(" ", 1)[0]
-            if name in ("cpu0", "cpu1"):
-                v = line.split()
-                total += (int(v[4]) + int(v[5])) / CLK_TCK
-    return total
 
 
 # -- servers ---------------------------------------------------------------------------------------
@@ -408,7 +386,9 @@ def sipp_step(
         "server_alive": alive,
         "server_exit_status_before_stop": exit_status,
         "uac_cpu_pct": round(100 * uac_cpu, 1),
-        "other_load_pct": round(100 * (2 - (i1 - i0) / wall - cpu - uac_cpu), 1),
+        "other_load_pct": round(
+            100 * (len(i1) - (sum(i1.values()) - sum(i0.values())) / wall - cpu - uac_cpu), 1
+        ),
     }
     why = []
     if fail_ratio >= 0.01:
