@@ -59,3 +59,80 @@ def stop_process(proc: subprocess.Popen[bytes], grace: float = 15.0) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(grace / 3)
+
+
+#: A fixed piece of interpreter work, timed chunk by chunk on one core (see :func:`core_speed`).
+_SPEED_PROBE = """
+import json, sys, time
+end = time.perf_counter() + float(sys.argv[1])
+chunks = []
+while time.perf_counter() < end:
+    t = time.perf_counter()
+    s = 0
+    for i in range(20000):
+        s += i
+    chunks.append(time.perf_counter() - t)
+print(json.dumps(chunks))
+"""
+
+
+def core_speed(core: int, seconds: float = 5.0) -> dict[str, float | int]:
+    """How fast, and how steadily, ``core`` runs a fixed piece of Python work right now.
+
+    The same 20,000-step loop is timed back to back for ``seconds`` in a process pinned to
+    ``core`` (niced down, so it never competes with a measurement). The median chunk time is
+    the core's speed; comparing it across runs says whether the machine, not the code, changed.
+    The spread says how steady it is: the mean of each quarter second of chunks (min, median,
+    max) and the chunks that took over 10 ms, which is the host taking the core away. A media
+    step's jitter budget is 10 ms, so such stalls show up as jitter whatever the code does.
+    """
+    import json
+    import statistics
+
+    proc = subprocess.run(
+        [
+            "taskset",
+            "-c",
+            str(core),
+            "nice",
+            "-n",
+            "10",
+            "python3",
+            "-c",
+            _SPEED_PROBE,
+            str(seconds),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 30,
+        check=True,
+    )
+    chunks = [1000 * c for c in json.loads(proc.stdout)]
+    ordered = sorted(chunks)
+    n = len(ordered)
+    per_window = max(1, int(0.25 / (statistics.median(ordered) / 1000)))
+    windows = sorted(
+        statistics.fmean(chunks[i : i + per_window])
+        for i in range(0, n - per_window + 1, per_window)
+    ) or [statistics.fmean(chunks)]
+    return {
+        "core": core,
+        "chunks": n,
+        "chunk_ms_p50": round(ordered[n // 2], 3),
+        "chunk_ms_p99": round(ordered[min(n - 1, int(n * 0.99))], 3),
+        "chunk_ms_max": round(ordered[-1], 3),
+        "window_ms_min": round(windows[0], 3),
+        "window_ms_median": round(windows[len(windows) // 2], 3),
+        "window_ms_max": round(windows[-1], 3),
+        "stalls_over_10ms": sum(c > 10 for c in chunks),
+    }
+
+
+def describe_speed(speed: dict[str, float | int]) -> str:
+    """One line for the log: the core's speed and steadiness."""
+    return (
+        f"core {speed['core']}: {speed['chunk_ms_p50']} ms per fixed chunk (p99 "
+        f"{speed['chunk_ms_p99']}, max {speed['chunk_ms_max']}); quarter-second means "
+        f"{speed['window_ms_min']}/{speed['window_ms_median']}/{speed['window_ms_max']} "
+        f"(min/median/max); {speed['stalls_over_10ms']} chunks over 10 ms"
+    )

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from procs import cores_idle, proc_sample, stop_process
+from procs import core_speed, cores_idle, describe_speed, proc_sample, stop_process
 from snapshot import take_snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -744,6 +744,12 @@ def environment() -> dict[str, Any]:
 
 def print_table(report: dict[str, Any]) -> None:
     sig = report.get("signalling", {})
+    machine = report.get("machine", {})
+    if machine:
+        print("\n== Machine: the server's core on a fixed piece of work ==")
+        for when in ("before", "after"):
+            if when in machine:
+                print(f"{when:>7}: {describe_speed(machine[when])}")
     print(
         "\n== Signalling: max calls/s with <1% failed, no backlog "
         f"(confirm {report['mode']['confirm_s']} s) =="
@@ -897,6 +903,9 @@ def main() -> int:
     else:
         report["environment"]["measured"] = "working tree"
     log(f"measuring byeline from the {report['environment']['measured']}")
+    if not args.step:
+        report["machine"] = {"before": core_speed(int(SERVER_CORE))}
+        log("machine speed before: " + describe_speed(report["machine"]["before"]))
     if args.step:
         for kind in [k for k in args.uas.split(",") if k]:
             step = sipp_step(kind, args.step, mode["ramp_s"], work, args.hold_ms)
@@ -1000,6 +1009,8 @@ def main() -> int:
                 report["profiles"]["media"] = profile_media(
                     pyspy, work, max(20, int(m_max * 0.7)), 8.0
                 )
+        report["machine"]["after"] = core_speed(int(SERVER_CORE))
+        log("machine speed after: " + describe_speed(report["machine"]["after"]))
     finally:
         report["elapsed_s"] = round(time.monotonic() - T0, 1)
         report["environment"]["loadavg_at_end"] = Path("/proc/loadavg").read_text().split()[:3]

@@ -125,3 +125,15 @@ def test_the_cpu_ratio_compares_the_medians_at_each_confirmed_rate() -> None:
     assert run.ratio(run.median_cpu_at_max(sippy), run.median_cpu_at_max(byeline)) == 3.192
     assert run.median_cpu_at_max(None) is None  # a search that failed to run
     assert run.median_cpu_at_max({"error": "sippy missing"}) is None
+
+
+def test_core_speed_times_the_fixed_work_on_the_core() -> None:
+    procs = load("procs")
+    speed = procs.core_speed(0, seconds=0.6)
+    assert speed["core"] == 0
+    assert speed["chunks"] >= 10
+    assert 0 < speed["chunk_ms_p50"] <= speed["chunk_ms_p99"] <= speed["chunk_ms_max"]
+    assert speed["window_ms_min"] <= speed["window_ms_median"] <= speed["window_ms_max"]
+    assert 0 <= speed["stalls_over_10ms"] <= speed["chunks"]
+    line = procs.describe_speed(speed)
+    assert line.startswith("core 0: ") and "chunks over 10 ms" in line
