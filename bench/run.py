@@ -880,7 +880,7 @@ def main() -> int:
         "ramp_s": 5.0 if quick else 10.0,
         "confirm_s": 5.0 if quick else 20.0,
         "bisect": 0 if quick else 3,
-        "media_steps": [50, 200] if quick else [100, 600, 900, 1200, 1500, 1800],
+        "media_steps": [50, 200] if quick else [100, 400, 600, 900, 1200, 1500, 1800],
         "media_hold_s": 5.0 if quick else 10.0,
         **(
             {"media_steps": [int(n) for n in args.media_steps.split(",")]}
