@@ -3,8 +3,9 @@
 32 caller sentences (24 that name a route of ``examples/routes.yaml``, 8 off-topic) are spoken by
 Festival's HTS voice, sent through G.711 µ-law and fed in 20 ms frames to the streaming decoder
 the agent uses (:class:`~byeline.agent.speech.streaming.StreamingUtterance`), then routed by the
-intent engine.  A sentence is right when it reaches its route (off-topic: no route).  Each
-setting reports right/32 and the decoder's CPU per second of speech (the figure that sets how many
+intent engine.  Each recording (300 ms of silence at either end) is one utterance: no VAD cuts it.
+A sentence is right when it reaches its route (off-topic: no route).  Each setting reports right/32
+and the decoder's CPU per second of audio (the figure that sets how many
 callers one core can hear at once), measured in this process, one setting after the other, with
 the same audio.
 
@@ -127,7 +128,7 @@ def measure(name: str, options: dict[str, Any], audio: list[bytes]) -> dict[str,
     intent = IntentLLM(routes)
     right = 0
     cpu = 0.0
-    speech_seconds = 0.0
+    audio_seconds = 0.0
     wrong: list[str] = []
     # One warm-up utterance: the first decoder build and the model load are not a caller's cost.
     warm = StreamingUtterance(setup, RATE)
@@ -140,7 +141,7 @@ def measure(name: str, options: dict[str, Any], audio: list[bytes]) -> dict[str,
             utterance.feed(pcm[i : i + FRAME])
         heard = utterance.finish().text
         cpu += time.process_time() - t0
-        speech_seconds += len(pcm) / 2 / RATE
+        audio_seconds += len(pcm) / 2 / RATE
         found = intent.match(heard)
         routed = found.route.name if found.route and found.confidence >= intent.threshold else None
         if routed == expected:
@@ -152,7 +153,7 @@ def measure(name: str, options: dict[str, Any], audio: list[bytes]) -> dict[str,
         "options": dict(setup.options),
         "right": right,
         "of": len(CORPUS),
-        "cpu_ms_per_speech_second": round(1000 * cpu / speech_seconds, 1),
+        "cpu_ms_per_audio_second": round(1000 * cpu / audio_seconds, 1),
         "wrong": wrong,
     }
 
@@ -197,23 +198,23 @@ def main() -> int:
             runs[name].append(measure(name, dict(options), audio))
     results = []
     for name, measured in runs.items():
-        measured.sort(key=lambda r: r["cpu_ms_per_speech_second"])
+        measured.sort(key=lambda r: r["cpu_ms_per_audio_second"])
         best = measured[len(measured) // 2]
-        best["cpu_ms_per_speech_second_all"] = [r["cpu_ms_per_speech_second"] for r in measured]
+        best["cpu_ms_per_audio_second_all"] = [r["cpu_ms_per_audio_second"] for r in measured]
         results.append(best)
         print(
             f"{name:24s} right {best['right']:2d}/{best['of']}  decoder CPU "
-            f"{best['cpu_ms_per_speech_second']:6.1f} ms per s of speech "
-            f"(min/median/max {min(best['cpu_ms_per_speech_second_all'])}/"
-            f"{best['cpu_ms_per_speech_second']}/{max(best['cpu_ms_per_speech_second_all'])})"
+            f"{best['cpu_ms_per_audio_second']:6.1f} ms per s of audio "
+            f"(min/median/max {min(best['cpu_ms_per_audio_second_all'])}/"
+            f"{best['cpu_ms_per_audio_second']}/{max(best['cpu_ms_per_audio_second_all'])})"
         )
         for line in best["wrong"]:
             print(f"    wrong: {line}")
-    base = results[0]["cpu_ms_per_speech_second"]
+    base = results[0]["cpu_ms_per_audio_second"]
     for r in results[1:]:
         print(
             f"{r['setting']:24s} CPU ratio to {results[0]['setting']}: "
-            f"{r['cpu_ms_per_speech_second'] / base:.2f}"
+            f"{r['cpu_ms_per_audio_second'] / base:.2f}"
         )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
