@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import statistics
 import subprocess
+import sys
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -80,15 +83,12 @@ def core_speed(core: int, seconds: float = 5.0) -> dict[str, float | int]:
     """How fast, and how steadily, ``core`` runs a fixed piece of Python work right now.
 
     The same 20,000-step loop is timed back to back for ``seconds`` in a process pinned to
-    ``core`` (niced down, so it never competes with a measurement). The median chunk time is
+    ``core`` (niced, should anything else still run there). The median chunk time is
     the core's speed; comparing it across runs says whether the machine, not the code, changed.
     The spread says how steady it is: the mean of each quarter second of chunks (min, median,
     max) and the chunks that took over 10 ms, which is the host taking the core away. A media
     step's jitter budget is 10 ms, so such stalls show up as jitter whatever the code does.
     """
-    import json
-    import statistics
-
     proc = subprocess.run(
         [
             "taskset",
@@ -97,7 +97,7 @@ def core_speed(core: int, seconds: float = 5.0) -> dict[str, float | int]:
             "nice",
             "-n",
             "10",
-            "python3",
+            sys.executable,
             "-c",
             _SPEED_PROBE,
             str(seconds),

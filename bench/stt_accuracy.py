@@ -31,7 +31,10 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from byeline.agent.intent_llm import IntentLLM  # noqa: E402
 from byeline.agent.routes import load_routes  # noqa: E402
-from byeline.agent.speech.language_model import language_model_for_routes  # noqa: E402
+from byeline.agent.speech.language_model import (  # noqa: E402
+    LanguageModel,
+    language_model_for_routes,
+)
 from byeline.agent.speech.streaming import StreamingUtterance  # noqa: E402
 from byeline.five9.voice import festival_available, synthesize  # noqa: E402
 from byeline.rtp.g711 import ulaw_decode, ulaw_encode  # noqa: E402
@@ -121,11 +124,10 @@ def corpus_audio() -> list[bytes]:
     return out
 
 
-def measure(name: str, options: dict[str, Any], audio: list[bytes]) -> dict[str, Any]:
-    routes = load_routes(ROOT / "src/byeline/examples/routes.yaml")
-    model = language_model_for_routes(routes)
+def measure(
+    name: str, options: dict[str, Any], audio: list[bytes], model: LanguageModel, intent: IntentLLM
+) -> dict[str, Any]:
     setup = model.decoder_setup(**options)
-    intent = IntentLLM(routes)
     right = 0
     cpu = 0.0
     audio_seconds = 0.0
@@ -192,10 +194,13 @@ def main() -> int:
     audio = corpus_audio()
     sets = dict(parse_set(s) for s in args.set) if args.set else SETTINGS
     # Rounds alternate the settings, so that a drift in the machine's speed hits them alike.
+    routes = load_routes(ROOT / "src/byeline/examples/routes.yaml")
+    model = language_model_for_routes(routes)
+    intent = IntentLLM(routes)
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in sets}
     for _ in range(args.rounds):
         for name, options in sets.items():
-            runs[name].append(measure(name, dict(options), audio))
+            runs[name].append(measure(name, dict(options), audio, model, intent))
     results = []
     for name, measured in runs.items():
         measured.sort(key=lambda r: r["cpu_ms_per_audio_second"])
