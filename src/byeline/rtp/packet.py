@@ -122,7 +122,11 @@ class RtpPacket:
             raise ValueError(
                 f"RTP packet announces {csrc_count} CSRCs but is only {length} bytes long"
             )
-        csrc = list(struct.unpack_from(f"!{csrc_count}I", data, RTP_HEADER_LENGTH))
+        csrc = (
+            list(struct.unpack_from(f"!{csrc_count}I", data, RTP_HEADER_LENGTH))
+            if csrc_count
+            else []
+        )
 
         extension_profile = 0
         extension: bytes | None = None
@@ -152,17 +156,20 @@ class RtpPacket:
                 )
             end -= padding_size
 
-        return cls(
-            payload_type=second & 0x7F,
-            marker=bool(second & 0x80),
-            sequence_number=sequence_number,
-            timestamp=timestamp,
-            ssrc=ssrc,
-            payload=bytes(data[offset:end]),
-            csrc=csrc,
-            extension_profile=extension_profile,
-            extension=extension,
-            padding_size=padding_size,
+        # RtpPacket(...), not cls(...): compiled, the class's own constructor is a direct call,
+        # where calling ``cls`` goes through the generic call and keyword parsing on every
+        # received packet (and no subclass parses packets).
+        return RtpPacket(
+            second & 0x7F,
+            bool(second & 0x80),
+            sequence_number,
+            timestamp,
+            ssrc,
+            bytes(data[offset:end]),
+            csrc,
+            extension_profile,
+            extension,
+            padding_size,
         )
 
     def serialize(self) -> bytes:
