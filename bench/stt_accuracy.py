@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -189,8 +188,6 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="CPU: median of this many passes")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    if not shutil.which("taskset"):
-        print("note: taskset missing; CPU figures are per process anyway", file=sys.stderr)
     audio = corpus_audio()
     sets = dict(parse_set(s) for s in args.set) if args.set else SETTINGS
     # Rounds alternate the settings, so that a drift in the machine's speed hits them alike.
