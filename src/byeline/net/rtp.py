@@ -104,11 +104,20 @@ class MediaTicker:
             for endpoint in list(self._endpoints):
                 endpoint._skip(behind)
         self.ticks += 1
-        for endpoint in list(self._endpoints):
+        endpoints = list(self._endpoints)
+        # Every call's packet leaves first, then the received audio is played out to the agents:
+        # the packets' times on the wire then carry no agent's work (a VAD, a recogniser feed),
+        # and a pass slowed by the host delays the sends by a fraction of the pass.
+        for endpoint in endpoints:
             try:
-                endpoint._on_tick(now)
+                endpoint._send_side()
             except Exception:
                 # One broken call must not stop the clock of all others.
+                logger.exception("RTP tick failed for %s", endpoint)
+        for endpoint in endpoints:
+            try:
+                endpoint._receive_side(now)
+            except Exception:
                 logger.exception("RTP tick failed for %s", endpoint)
         if self._endpoints:
             self._schedule()
@@ -419,7 +428,13 @@ class RtpEndpoint(asyncio.DatagramProtocol):
                 recorder.caller_frame(_SILENCE_PCM)
                 recorder.agent_frame(_SILENCE_PCM)
 
-    def _on_tick(self, now: float) -> None:
+    def _send_side(self) -> None:
+        sent = self._send_tick()
+        recorder = self.recorder
+        if recorder is not None:
+            recorder.agent_frame(_SILENCE_PCM if sent is None else sent)
+
+    def _receive_side(self, now: float) -> None:
         stream = self.stream
         recorder = self.recorder
         if stream.media_started:
@@ -440,9 +455,6 @@ class RtpEndpoint(asyncio.DatagramProtocol):
                 self._timed_out = False
         elif recorder is not None:
             recorder.caller_frame(_SILENCE_PCM)
-        sent = self._send_tick()
-        if recorder is not None:
-            recorder.agent_frame(_SILENCE_PCM if sent is None else sent)
 
     def _send_tick(self) -> bytes | memoryview | None:
         """Send this tick's packet; return the PCM frame it carried (None: no audio sent)."""

