@@ -426,6 +426,7 @@ class MediaLoad:
         seq_lost_total = 0
         received_total = 0
         d_all: list[np.ndarray] = []
+        t_all: list[np.ndarray] = []
         j_final: list[float] = []
         silent_calls = 0
         for call in up:
@@ -452,12 +453,14 @@ class MediaLoad:
             lost_total += max(seq_lost, expected_ts - unique, 0)
             d = np.abs(np.diff(arrivals) / 1e6 - dts / 8.0)  # ms
             d_all.append(d)
+            t_all.append(arrivals[1:])
             jitter = 0.0
             for value in d[-200:]:  # RFC 3550 J, settled over the last 4 s
                 jitter += (value - jitter) / 16
             j_final.append(jitter)
         d_cat = np.concatenate(d_all) if d_all else np.zeros(1)
         return {
+            **_stalls(d_all, t_all, len(up)),
             "packets_received": received_total,
             "packets_expected": int(expected_total),
             "loss": (lost_total / expected_total) if expected_total else 1.0,
@@ -469,6 +472,29 @@ class MediaLoad:
             "rfc3550_jitter_mean_ms": round(float(np.mean(j_final)), 3) if j_final else None,
             "rfc3550_jitter_max_ms": round(float(np.max(j_final)), 3) if j_final else None,
         }
+
+
+def _stalls(d_all: list[np.ndarray], t_all: list[np.ndarray], calls: int) -> dict[str, Any]:
+    """Whether the jitter is the whole loop's or single calls': packets with |D| over 10 ms are
+    grouped by the 20 ms of wall time they arrived in; a period where most calls' packets are
+    that late is a loop-wide stall (a pass of the ticker late for everyone: the host or the loop),
+    the rest are single calls late on their own."""
+    if not d_all or not calls:
+        return {"stall_periods": 0, "late_packets_in_stalls": 0.0, "late_packets": 0}
+    d = np.concatenate(d_all)
+    t = np.concatenate(t_all)
+    late = d > 10.0
+    if not late.any():
+        return {"stall_periods": 0, "late_packets_in_stalls": 0.0, "late_packets": 0}
+    periods = (t[late] - t.min()) // int(PERIOD * 1e9)
+    counts = np.bincount(periods)
+    stalled = counts > calls // 2
+    in_stalls = int(counts[stalled].sum())
+    return {
+        "late_packets": int(late.sum()),
+        "stall_periods": int(stalled.sum()),
+        "late_packets_in_stalls": round(in_stalls / int(late.sum()), 3),
+    }
 
 
 def main() -> int:
@@ -501,7 +527,10 @@ def main() -> int:
             f"  media {target:5d} calls: loss {100 * result['loss']:.3f}% jitter p99 "
             f"{result['jitter_p99_ms']:.2f} ms cpu {result['server_cpu_pct']:.0f}% rss "
             f"{result['server_rss_mb']:.0f} MB gen late p99 "
-            f"{result['generator']['send_late_p99_ms']:.2f} ms "
+            f"{result['generator']['send_late_p99_ms']:.2f} ms; |D| > 10 ms: "
+            f"{result.get('late_packets', 0)} packets, "
+            f"{100 * result.get('late_packets_in_stalls', 0):.0f} % of them in "
+            f"{result.get('stall_periods', 0)} loop-wide stalls "
             f"{'ok' if result['ok'] else 'FAIL ' + result['why']}",
             file=sys.stderr,
             flush=True,
