@@ -69,23 +69,23 @@ __all__ = [
 ]
 
 # Attribute names: livekit/protocol livekit/attrs.go and livekit/sip pkg/sip/participant.go.
-ATTR_CALL_ID = "sip.callID"
-ATTR_CALL_ID_FULL = "sip.callIDFull"
-ATTR_CALL_TAG = "sip.callTag"
-ATTR_TRUNK_ID = "sip.trunkID"
-ATTR_RULE_ID = "sip.ruleID"
-ATTR_PHONE_NUMBER = "sip.phoneNumber"
-ATTR_TRUNK_PHONE_NUMBER = "sip.trunkPhoneNumber"
-ATTR_HOSTNAME = "sip.hostname"
-ATTR_CALL_STATUS = "sip.callStatus"
-ATTR_HEADER_PREFIX = "sip.h."
+ATTR_CALL_ID: Final = "sip.callID"
+ATTR_CALL_ID_FULL: Final = "sip.callIDFull"
+ATTR_CALL_TAG: Final = "sip.callTag"
+ATTR_TRUNK_ID: Final = "sip.trunkID"
+ATTR_RULE_ID: Final = "sip.ruleID"
+ATTR_PHONE_NUMBER: Final = "sip.phoneNumber"
+ATTR_TRUNK_PHONE_NUMBER: Final = "sip.trunkPhoneNumber"
+ATTR_HOSTNAME: Final = "sip.hostname"
+ATTR_CALL_STATUS: Final = "sip.callStatus"
+ATTR_HEADER_PREFIX: Final = "sip.h."
 
-CALL_STATUS_RINGING = "ringing"
-CALL_STATUS_ACTIVE = "active"
-CALL_STATUS_HANGUP = "hangup"
+CALL_STATUS_RINGING: Final = "ringing"
+CALL_STATUS_ACTIVE: Final = "active"
+CALL_STATUS_HANGUP: Final = "hangup"
 
 # livekit/sip pkg/sip/participant.go headerToAttr: applied to every inbound call.
-_BUILTIN_HEADER_TO_ATTR: tuple[tuple[str, str], ...] = (
+_BUILTIN_HEADER_TO_ATTR: Final[tuple[tuple[str, str], ...]] = (
     ("X-Twilio-AccountSid", "sip.twilio.accountSid"),
     ("X-Twilio-CallSid", "sip.twilio.callSid"),
     ("X-call_leg_id", "sip.telnyx.callLegID"),
@@ -100,7 +100,7 @@ _BUILTIN_HEADER_TO_ATTR: tuple[tuple[str, str], ...] = (
 
 # The SIP parser LiveKit uses (sipgo) expands these compact forms to their full names, so a
 # header received as "f:" is seen by HeadersToAttrs as "from".
-_COMPACT_FORMS = {
+_COMPACT_FORMS: Final = {
     "c": "content-type",
     "f": "from",
     "i": "call-id",

@@ -23,7 +23,7 @@ from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from sipmessage import URI
 
@@ -72,16 +72,16 @@ from .trunk import DispatchRule, DispatchRuleSet, Trunk, TrunkMatchResult, Trunk
 
 log = logging.getLogger("byeline.edge")
 
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
+ALLOW: Final = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
 # Methods we know but do not take: 405 with Allow.  Anything else: 501.
-KNOWN_METHODS = {"REGISTER", "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "PRACK", "PUBLISH"}
+KNOWN_METHODS: Final = {"REGISTER", "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "PRACK", "PUBLISH"}
 
 AgentFactory = Callable[[Call], Awaitable[None]]
 
 #: User agents of SIP scanners and war-dialers (the product name of the User-Agent header).
 #: Requests from them are dropped unanswered: no Five9 trunk sends these names, and an answer
 #: only confirms to the scanner that a SIP server listens here.
-SCANNER_USER_AGENTS: tuple[str, ...] = (
+SCANNER_USER_AGENTS: Final[tuple[str, ...]] = (
     "friendly-scanner",
     "sipvicious",
     "sipcli",
@@ -94,10 +94,10 @@ SCANNER_USER_AGENTS: tuple[str, ...] = (
 )
 
 # Cheap looks at a datagram before it is parsed (flood paths must not pay for a full parse).
-_USER_AGENT_LINE = re.compile(rb"\r\n(?:user-agent)[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE)
-_TO_TAG = re.compile(rb"\r\n(?:to|t)[ \t]*:[^\r\n]*;[ \t]*tag[ \t]*=", re.IGNORECASE)
-_UA_COMMENT = re.compile(r"\([^)]*\)")
-_SWEEP_GRANULARITY = 0.1  # seconds: how late an ended leg may be dropped, at most
+_USER_AGENT_LINE: Final = re.compile(rb"\r\n(?:user-agent)[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE)
+_TO_TAG: Final = re.compile(rb"\r\n(?:to|t)[ \t]*:[^\r\n]*;[ \t]*tag[ \t]*=", re.IGNORECASE)
+_UA_COMMENT: Final = re.compile(r"\([^)]*\)")
+_SWEEP_GRANULARITY: Final = 0.1  # seconds: how late an ended leg may be dropped, at most
 
 
 @dataclass
@@ -1627,8 +1627,10 @@ def _branch_of(request: Request) -> str:
     return request.branch or ""
 
 
-_SENT_PROTOCOL = re.compile(r"\s*[^/\s]+\s*/\s*[^/\s]+\s*/\s*\S+\s+(.*)$", re.DOTALL)
-_SENT_PROTOCOLS = frozenset(f"SIP/2.0/{t}" for t in ("UDP", "TCP", "TLS", "SCTP", "WS", "WSS"))
+_SENT_PROTOCOL: Final = re.compile(r"\s*[^/\s]+\s*/\s*[^/\s]+\s*/\s*\S+\s+(.*)$", re.DOTALL)
+_SENT_PROTOCOLS: Final = frozenset(
+    f"SIP/2.0/{t}" for t in ("UDP", "TCP", "TLS", "SCTP", "WS", "WSS")
+)
 
 
 def _rekey(stream: MediaStream, negotiated: sdp.Negotiated) -> None:
@@ -1751,7 +1753,7 @@ def _address_uri(value: str) -> URI:
 
 
 # sipmessage's user part of a SIP URI, less "%" (an escape would need unquoting).
-_PLAIN_USER_CHARS = frozenset(string.ascii_letters + string.digits + "-_.!~*/'()&=+$,;?")
+_PLAIN_USER_CHARS: Final = frozenset(string.ascii_letters + string.digits + "-_.!~*/'()&=+$,;?")
 
 
 def _address_user_host(value: str) -> tuple[str | None, str]:

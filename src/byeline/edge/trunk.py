@@ -40,7 +40,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
@@ -91,13 +91,13 @@ class TrunkFileError(ValueError):
 
 # RFC 3261 section 25.1: token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" /
 # "'" / "~"). LiveKit's tokenCharacters is exactly this set.
-_TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
+_TOKEN_RE: Final = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 
-MAX_HEADER_NAME_LENGTH = 255
-MAX_HEADER_VALUE_BYTES = 1024
+MAX_HEADER_NAME_LENGTH: Final = 255
+MAX_HEADER_VALUE_BYTES: Final = 1024
 
 #: LiveKit's ``ForbiddenSipHeaderNames``: refused as static header names by ``lk`` and the server.
-LIVEKIT_FORBIDDEN_HEADER_NAMES: frozenset[str] = frozenset(
+LIVEKIT_FORBIDDEN_HEADER_NAMES: Final[frozenset[str]] = frozenset(
     {
         "accept",
         "accept-encoding",
@@ -133,7 +133,7 @@ LIVEKIT_FORBIDDEN_HEADER_NAMES: frozenset[str] = frozenset(
 #: ``f`` (From), ``i`` (Call-ID), ``c`` (Content-Type), ``e`` (Content-Encoding) and ``x``
 #: (Session-Expires). A peer parses any of them as the real header, so letting an attribute value
 #: become one would let it rewrite the dialog.
-BYELINE_RESERVED_HEADER_NAMES: frozenset[str] = frozenset(
+BYELINE_RESERVED_HEADER_NAMES: Final[frozenset[str]] = frozenset(
     {
         "via",
         "to",
@@ -156,7 +156,7 @@ BYELINE_RESERVED_HEADER_NAMES: frozenset[str] = frozenset(
 )
 
 #: Every header name byeline refuses to send from configuration or attributes (lower case).
-RESERVED_HEADER_NAMES: frozenset[str] = (
+RESERVED_HEADER_NAMES: Final[frozenset[str]] = (
     LIVEKIT_FORBIDDEN_HEADER_NAMES | BYELINE_RESERVED_HEADER_NAMES
 )
 
@@ -211,15 +211,15 @@ def header_value_problem(value: str) -> str | None:
     return None
 
 
-_CONTROL_NAMES = {0x00: "NUL", 0x0A: "LF", 0x0D: "CR", 0x7F: "DEL"}
+_CONTROL_NAMES: Final = {0x00: "NUL", 0x0A: "LF", 0x0D: "CR", 0x7F: "DEL"}
 
 
 # --------------------------------------------------------------------------------------------
 # Phone numbers (livekit/protocol livekit/sip.go NormalizeNumber)
 # --------------------------------------------------------------------------------------------
 
-_NUMBER_RE = re.compile(r"\+?[0-9\- ()]+")
-_NUMBER_STRIP = str.maketrans("", "", " -()")
+_NUMBER_RE: Final = re.compile(r"\+?[0-9\- ()]+")
+_NUMBER_STRIP: Final = str.maketrans("", "", " -()")
 
 
 def normalize_number(number: str) -> str:
@@ -337,8 +337,8 @@ def _is_repeated(field: Any) -> bool:
     return bool(getattr(field, "label", 0) == 3)  # LABEL_REPEATED
 
 
-_PARSE_PREFIX_RE = re.compile(r"^Failed to parse (\w+) field: ")
-_PARSE_AT_RE = re.compile(r"\s+at [\w.\[\]\"']+\.*$")
+_PARSE_PREFIX_RE: Final = re.compile(r"^Failed to parse (\w+) field: ")
+_PARSE_AT_RE: Final = re.compile(r"\s+at [\w.\[\]\"']+\.*$")
 
 
 def _parse_error_message(message: str) -> str:
@@ -375,7 +375,7 @@ def _parse_message(data: Any, message: _M, source: str) -> _M:
 # Validation (livekit/protocol livekit/sip.go)
 # --------------------------------------------------------------------------------------------
 
-MAX_MEDIA_TIMEOUT = timedelta(minutes=10)  # LiveKit's MaxSIPMediaTimeout
+MAX_MEDIA_TIMEOUT: Final = timedelta(minutes=10)  # LiveKit's MaxSIPMediaTimeout
 
 
 def _map_key(path: str, key: str) -> str:
@@ -405,11 +405,11 @@ def _media_problems(info: Any, path: str) -> list[str]:
     return out
 
 
-_HOSTNAME_RE = re.compile(
+_HOSTNAME_RE: Final = re.compile(
     r"(?=.{1,253}\.?$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
     r"(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?"
 )
-_DOTTED_NUMERIC_RE = re.compile(r"[0-9.]+")
+_DOTTED_NUMERIC_RE: Final = re.compile(r"[0-9.]+")
 
 
 def _address_problem(entry: str) -> str | None:
@@ -581,7 +581,7 @@ def validate(message: Message, *, source: str = "<memory>") -> list[str]:
 
 
 # The deprecated top-level fields of CreateSIPDispatchRuleRequest (LiveKit's DispatchRuleInfo()).
-_FLAT_DISPATCH_FIELDS = (
+_FLAT_DISPATCH_FIELDS: Final = (
     "rule",
     "trunk_ids",
     "hide_phone_number",
@@ -753,7 +753,7 @@ class TrunkMatchResult(enum.Enum):
         return _MATCH_STATUS[self]
 
 
-_MATCH_STATUS = {
+_MATCH_STATUS: Final = {
     TrunkMatchResult.MATCHED: 200,
     TrunkMatchResult.NO_TRUNK: 404,
     TrunkMatchResult.ADDRESS_NOT_ALLOWED: 403,
@@ -953,7 +953,7 @@ def _address_matches(source_ip: str, mask: str) -> bool:
         return False
 
 
-_INVALID_MASK_CHARS = frozenset("()+*;, \t\n\r")
+_INVALID_MASK_CHARS: Final = frozenset("()+*;, \t\n\r")
 
 
 def _addresses_match(source_ip: str, host: str, masks: Sequence[str]) -> bool:
@@ -1082,7 +1082,7 @@ def _room_and_pin(info: lk_sip.SIPDispatchRuleInfo) -> tuple[str, str]:
     return "", ""
 
 
-_LAST_PRIORITY = 2**31 - 1
+_LAST_PRIORITY: Final = 2**31 - 1
 
 
 def dispatch_rule_priority(info: lk_sip.SIPDispatchRuleInfo) -> int:

@@ -33,6 +33,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
 
 from byeline.net.port_types import Carrier, PortRangeExhausted
 
@@ -305,11 +306,11 @@ def _drain(sock: socket.socket | None) -> None:
 
 
 #: FIONREAD's answer when nothing waits (the ioctl fills a copy of this int-sized buffer).
-_NOTHING = bytes(4)
+_NOTHING: Final = bytes(4)
 
 
 #: Most datagrams dropped from a parked socket (its default receive buffer holds ~200).
-_DRAIN_LIMIT = 4096
+_DRAIN_LIMIT: Final = 4096
 
 
 def _bind(family: int, host: str, port: int) -> socket.socket | None:

@@ -209,7 +209,7 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         allocator's), which raises ``PortRangeExhausted`` when none is free. The endpoint adopts
         the allocator's bound socket and releases the port on ``close``.
         """
-        endpoint = cls(
+        endpoint = RtpEndpoint(
             stream,
             on_audio=on_audio,
             on_dtmf=on_dtmf,

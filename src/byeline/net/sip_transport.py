@@ -13,7 +13,7 @@ import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import Any, Final, Protocol, cast
 
 from ..sip.message import SipParseError, StreamFramer
 
@@ -94,7 +94,7 @@ def format_address(addr: Address) -> str:
 
 
 #: Peer addresses whose Flow a UDP listener keeps (then it starts over).
-_FLOW_CACHE_LIMIT = 4096
+_FLOW_CACHE_LIMIT: Final = 4096
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
@@ -254,7 +254,7 @@ class ListenSpec:
         return f"{self.transport.lower()}:{format_address((self.host, self.port))}"
 
 
-UDP_BUFFER_BYTES = 4 << 20
+UDP_BUFFER_BYTES: Final = 4 << 20
 
 
 def _grow_buffers(sock: socket.socket | None) -> None:

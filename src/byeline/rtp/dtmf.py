@@ -31,8 +31,8 @@ __all__ = [
 DTMF_EVENTS: Final = "0123456789*#ABCD"
 """The DTMF characters in RFC 4733 event-code order: event ``n`` is ``DTMF_EVENTS[n]``."""
 
-_TELEPHONE_EVENT = struct.Struct("!BBH")
-_MAX_DURATION = 0xFFFF
+_TELEPHONE_EVENT: Final = struct.Struct("!BBH")
+_MAX_DURATION: Final = 0xFFFF
 
 
 def event_to_digit(event: int) -> str | None:
@@ -72,7 +72,9 @@ class TelephoneEvent:
         if len(data) < 4:
             raise ValueError(f"telephone-event payload is {len(data)} bytes, expected 4")
         event, flags, duration = _TELEPHONE_EVENT.unpack_from(data)
-        return cls(event=event, end=bool(flags & 0x80), volume=flags & 0x3F, duration=duration)
+        return TelephoneEvent(
+            event=event, end=bool(flags & 0x80), volume=flags & 0x3F, duration=duration
+        )
 
     def serialize(self) -> bytes:
         """Return the 4-byte payload; raise ``ValueError`` for fields out of range."""
@@ -236,11 +238,11 @@ class DtmfSender:
 
 
 # One "Signal=<value>" line; [ \t] rather than \s so that the match cannot run into the next line.
-_RELAY_SIGNAL = re.compile(
+_RELAY_SIGNAL: Final = re.compile(
     rb"^[ \t]*signal[ \t]*=[ \t]*(\S+)[ \t]*\r?$", re.IGNORECASE | re.MULTILINE
 )
 # Cisco and others send the flash as "!" or event 16; other digits must map onto DTMF_EVENTS.
-_RELAY_NAMES = {b"10": "*", b"11": "#", b"12": "A", b"13": "B", b"14": "C", b"15": "D"}
+_RELAY_NAMES: Final = {b"10": "*", b"11": "#", b"12": "A", b"13": "B", b"14": "C", b"15": "D"}
 
 
 def parse_dtmf_relay(body: bytes) -> str | None:

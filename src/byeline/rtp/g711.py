@@ -49,10 +49,12 @@ PCMA_SILENCE: Final = 0xD5
 """A-law octet for a zero sample."""
 
 # Segment end points of the 14-bit (µ-law) and 13-bit (A-law) magnitudes.
-_ULAW_SEGMENT_END = np.array([0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF, 0x1FFF], np.int32)
-_ALAW_SEGMENT_END = np.array([0x1F, 0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF], np.int32)
-_ULAW_BIAS = 0x84
-_ULAW_CLIP = 8159
+_ULAW_SEGMENT_END: Final = np.array(
+    [0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF, 0x1FFF], np.int32
+)
+_ALAW_SEGMENT_END: Final = np.array([0x1F, 0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF], np.int32)
+_ULAW_BIAS: Final = 0x84
+_ULAW_CLIP: Final = 8159
 
 
 def _all_samples() -> npt.NDArray[np.int32]:

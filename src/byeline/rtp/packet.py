@@ -37,17 +37,17 @@ __all__ = [
 RTP_VERSION: Final = 2
 RTP_HEADER_LENGTH: Final = 12
 
-RTCP_SR = 200
-RTCP_RR = 201
-RTCP_SDES = 202
-RTCP_BYE = 203
-RTCP_APP = 204
+RTCP_SR: Final = 200
+RTCP_RR: Final = 201
+RTCP_SDES: Final = 202
+RTCP_BYE: Final = 203
+RTCP_APP: Final = 204
 
-_RTP_HEADER = struct.Struct("!BBHII")
-_EXTENSION_HEADER = struct.Struct("!HH")
-_RTCP_HEADER = struct.Struct("!BBH")
-_SENDER_INFO = struct.Struct("!IIIII")
-_REPORT_BLOCK = struct.Struct("!IB3sIIII")
+_RTP_HEADER: Final = struct.Struct("!BBHII")
+_EXTENSION_HEADER: Final = struct.Struct("!HH")
+_RTCP_HEADER: Final = struct.Struct("!BBH")
+_SENDER_INFO: Final = struct.Struct("!IIIII")
+_REPORT_BLOCK: Final = struct.Struct("!IB3sIIII")
 
 
 def is_rtcp(data: bytes) -> bool:

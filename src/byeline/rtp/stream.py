@@ -41,12 +41,12 @@ COMFORT_NOISE: Final = 13
 """Static payload type of RFC 3389 comfort noise: media that keeps the call alive, no audio."""
 
 _RTP_HEADER: Final = struct.Struct("!BBHII")
-_RANDOM_START = struct.Struct("!IHI")  # SSRC, first sequence number, first timestamp
-_SEQ_MOD = 1 << 16
+_RANDOM_START: Final = struct.Struct("!IHI")  # SSRC, first sequence number, first timestamp
+_SEQ_MOD: Final = 1 << 16
 # RFC 3550 appendix A.1: jumps up to MAX_DROPOUT ahead are loss, up to MAX_MISORDER behind are
 # reordering; anything else is a restart of the sender, believed after two sequential packets.
-_MAX_DROPOUT = 3000
-_MAX_MISORDER = 100
+_MAX_DROPOUT: Final = 3000
+_MAX_MISORDER: Final = 100
 
 
 @dataclass(frozen=True, slots=True)

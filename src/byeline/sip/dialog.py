@@ -12,13 +12,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Final
 
 from .entropy import random_hex
 from .grammar import BRANCH_COOKIE
 from .message import Headers, Request, Response, header_tag
 from .transaction import TimerConfig, Transmit
 
-REASONS = {
+REASONS: Final = {
     100: "Trying",
     180: "Ringing",
     183: "Session Progress",
@@ -60,7 +61,7 @@ def new_branch() -> str:
 
 
 # Requests whose 1xx (other than 100) and 2xx responses create a dialog.
-_DIALOG_CREATING = frozenset({"INVITE", "SUBSCRIBE", "REFER"})
+_DIALOG_CREATING: Final = frozenset({"INVITE", "SUBSCRIBE", "REFER"})
 
 
 def make_response(
@@ -150,7 +151,7 @@ class Dialog:
     def from_invite(cls, invite: Request, local_tag: str, local_cseq: int = 1) -> Dialog:
         """The UAS dialog created by our 2xx to ``invite`` (§12.1.1)."""
         target = _contact_uri(invite) or invite.uri
-        return cls(
+        return Dialog(
             call_id=invite.call_id,
             local_tag=local_tag,
             remote_tag=invite.from_tag or "",
@@ -167,7 +168,7 @@ class Dialog:
     def from_response(cls, invite: Request, response: Response) -> Dialog:
         """The UAC dialog created by a 2xx to our ``invite`` (§12.1.2)."""
         target = _contact_uri(response) or invite.uri
-        return cls(
+        return Dialog(
             call_id=invite.call_id,
             local_tag=invite.from_tag or "",
             remote_tag=response.to_tag or "",

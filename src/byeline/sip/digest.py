@@ -25,6 +25,7 @@ import struct
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Final
 
 __all__ = [
     "ALGORITHMS",
@@ -39,22 +40,22 @@ __all__ = [
     "select_challenge",
 ]
 
-_HASHES: dict[str, Callable[[bytes], str]] = {
+_HASHES: Final[dict[str, Callable[[bytes], str]]] = {
     "MD5": lambda data: hashlib.md5(data).hexdigest(),
     "SHA-256": lambda data: hashlib.sha256(data).hexdigest(),
 }
 
 #: Algorithm names we can compute, canonical spelling, strongest first (RFC 8760 §2.4 order).
-ALGORITHMS: tuple[str, ...] = ("SHA-256", "SHA-256-sess", "MD5", "MD5-sess")
-_CANONICAL = {name.upper(): name for name in ALGORITHMS}
+ALGORITHMS: Final[tuple[str, ...]] = ("SHA-256", "SHA-256-sess", "MD5", "MD5-sess")
+_CANONICAL: Final = {name.upper(): name for name in ALGORITHMS}
 
 # RFC 3261 §25.1: token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~")
-_TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
+_TOKEN: Final = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 # An unquoted parameter value. Stricter grammars say token; real peers put base64 ('/', '=')
 # and URIs (':', '@') unquoted, so anything but separators and controls is taken.
-_BARE_VALUE = re.compile(r"[^\x00-\x20\x7f\",]+")
-_WS = " \t"
-_NC = re.compile(r"[0-9A-Fa-f]{8}")
+_BARE_VALUE: Final = re.compile(r"[^\x00-\x20\x7f\",]+")
+_WS: Final = " \t"
+_NC: Final = re.compile(r"[0-9A-Fa-f]{8}")
 
 
 def _canonical_algorithm(name: str) -> str:
@@ -434,10 +435,10 @@ class Verification:
         return self.verdict is Verdict.OK
 
 
-_TIMESTAMP = struct.Struct(">q")  # milliseconds, signed: callers may use a monotonic clock
-_NONCE_RANDOM = 12
-_NONCE_MAC = 16
-_NONCE_LENGTH = _TIMESTAMP.size + _NONCE_RANDOM + _NONCE_MAC
+_TIMESTAMP: Final = struct.Struct(">q")  # milliseconds, signed: callers may use a monotonic clock
+_NONCE_RANDOM: Final = 12
+_NONCE_MAC: Final = 16
+_NONCE_LENGTH: Final = _TIMESTAMP.size + _NONCE_RANDOM + _NONCE_MAC
 
 
 class DigestChallenger:

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import os
 import threading
+from typing import Final
 
 __all__ = ["random_bytes", "random_hex"]
 
-_BLOCK = 4096
+_BLOCK: Final = 4096
 _pool = b""  # the current block; bytes before _used have been handed out
 _used = _BLOCK
 _lock = threading.Lock()

@@ -14,14 +14,14 @@ import functools
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Final, cast
 
 from sipmessage import URI, Address, Via
 
 from . import grammar
 
 # RFC 3261 §7.3.3 and the IANA registry: compact form -> canonical name.
-COMPACT_FORMS = {
+COMPACT_FORMS: Final = {
     "a": "Accept-Contact",
     "b": "Referred-By",
     "c": "Content-Type",
@@ -45,7 +45,7 @@ COMPACT_FORMS = {
 
 # Canonical spelling for the headers we read and write most; others keep the
 # spelling they arrived with (X- header names are case-preserved for Five9).
-_CANONICAL = {
+_CANONICAL: Final = {
     name.lower(): name
     for name in (
         "Via",
@@ -82,7 +82,7 @@ _CANONICAL = {
     )
 }
 
-MAX_MESSAGE_SIZE = 65535
+MAX_MESSAGE_SIZE: Final = 65535
 """Largest message accepted on any transport (the UDP datagram limit)."""
 
 
@@ -141,19 +141,21 @@ def split_header_values(value: str) -> list[str]:
     return [p for p in parts if p]
 
 
-_LINE_BREAK = re.compile(r"[\r\n]")
+_LINE_BREAK: Final = re.compile(r"[\r\n]")
 
 # Linear white space is SP and HTAB only (RFC 3261 §25.1).  A bare ``str.strip()`` would also
 # eat U+00A0, U+0085, U+2028 and the other Unicode spaces at the ends of a value, so the value
 # read back would differ from the one on the wire.
-_LWS = " \t"
-_TAG = re.compile(r";\s*tag\s*=\s*([^;,\s>]+)", re.IGNORECASE)
-_PARAM_BRANCH = re.compile(r";\s*branch\s*=\s*([^;,\s]+)", re.IGNORECASE)
+_LWS: Final = " \t"
+_TAG: Final = re.compile(r";\s*tag\s*=\s*([^;,\s>]+)", re.IGNORECASE)
+_PARAM_BRANCH: Final = re.compile(r";\s*branch\s*=\s*([^;,\s]+)", re.IGNORECASE)
 
 
-_CACHED_LENGTH = 256  # the longest name or value the parse caches keep (their keys are wire text)
-_KEYS: dict[str, str] = {}
-_CANONICAL_NAMES: dict[str, str] = {}
+_CACHED_LENGTH: Final = (
+    256  # the longest name or value the parse caches keep (their keys are wire text)
+)
+_KEYS: Final[dict[str, str]] = {}
+_CANONICAL_NAMES: Final[dict[str, str]] = {}
 
 
 def _key(name: str) -> str:
@@ -176,7 +178,7 @@ def _canonical(name: str) -> str:
     return canonical
 
 
-_NAME_FORMS: dict[str, tuple[str, str]] = {}
+_NAME_FORMS: Final[dict[str, tuple[str, str]]] = {}
 
 
 def _name_forms(name: str) -> tuple[str, str]:
@@ -565,9 +567,9 @@ def header_tag(value: str | None) -> str | None:
 # values of ordinary length are cached (_CACHED_LENGTH): a peer sending unique 64 kB URIs must
 # not pin the cache's worth of them in memory.
 
-_cached_address = functools.lru_cache(maxsize=2048)(Address.parse)
-_cached_uri = functools.lru_cache(maxsize=2048)(URI.parse)
-_cached_via = functools.lru_cache(maxsize=512)(Via.parse)
+_cached_address: Final = functools.lru_cache(maxsize=2048)(Address.parse)
+_cached_uri: Final = functools.lru_cache(maxsize=2048)(URI.parse)
+_cached_via: Final = functools.lru_cache(maxsize=512)(Via.parse)
 
 
 def parse_address(value: str) -> Address:
@@ -603,17 +605,17 @@ def via_is_valid(value: str) -> bool:
     return True
 
 
-_REQUIRED = ("Via", "From", "To", "Call-ID", "CSeq")
+_REQUIRED: Final = ("Via", "From", "To", "Call-ID", "CSeq")
 
 # Headers that may appear once only (RFC 3261 §7.3.1, RFC 4475 §3.3.8) among those
 # we echo or act on: a second line would leave the response ambiguous.
-_SINGLE = ("From", "To", "Call-ID", "CSeq")
-_REQUIRED_KEYS = tuple((name, name.lower()) for name in _REQUIRED)
-_SINGLE_KEYS = tuple((name, name.lower()) for name in _SINGLE)
+_SINGLE: Final = ("From", "To", "Call-ID", "CSeq")
+_REQUIRED_KEYS: Final = tuple((name, name.lower()) for name in _REQUIRED)
+_SINGLE_KEYS: Final = tuple((name, name.lower()) for name in _SINGLE)
 
 # The end of the header block: the first empty line, CRLF or bare LF (§7.5 asks
 # for tolerance of bare LF; a mixed message is taken as well).
-_HEAD_END = re.compile(rb"\r?\n\r?\n")
+_HEAD_END: Final = re.compile(rb"\r?\n\r?\n")
 
 
 def head_end(data: bytes | bytearray) -> tuple[int, int]:
@@ -800,7 +802,7 @@ def _is_2_0(version: str) -> bool:
     return major_minor is not None and (major_minor.group(1), major_minor.group(2)) == ("2", "0")
 
 
-KEEPALIVE_PING = b"\r\n\r\n"
+KEEPALIVE_PING: Final = b"\r\n\r\n"
 """The RFC 5626 §3.5.1 keepalive on a stream: a double CRLF, answered by one CRLF."""
 
 
@@ -856,7 +858,7 @@ class StreamFramer:
             yield message
 
 
-_CL_LINE = re.compile(rb"\n(?:content-length|l)[ \t]*:([^\n]*)", re.IGNORECASE)
+_CL_LINE: Final = re.compile(rb"\n(?:content-length|l)[ \t]*:([^\n]*)", re.IGNORECASE)
 
 
 def _content_length(head: bytes, max_size: int) -> int:

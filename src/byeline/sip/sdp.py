@@ -63,15 +63,15 @@ __all__ = [
     "redact_keys",
 ]
 
-_DIGITS = re.compile(r"[0-9]+")
+_DIGITS: Final = re.compile(r"[0-9]+")
 # RFC 4566 §9: token-char = %x21 / %x23-27 / %x2A-2B / %x2D-2E / %x30-39 / %x41-5A / %x5E-7E
-_TOKEN = re.compile(r"[\x21\x23-\x27\x2a\x2b\x2d\x2e\x30-\x39\x41-\x5a\x5e-\x7e]+")
-_FORBIDDEN = re.compile(r"[\x00\r\n]")
+_TOKEN: Final = re.compile(r"[\x21\x23-\x27\x2a\x2b\x2d\x2e\x30-\x39\x41-\x5a\x5e-\x7e]+")
+_FORBIDDEN: Final = re.compile(r"[\x00\r\n]")
 # A field of o=, c= or m= is one word: any blank (str.isspace, which \s matches) splits it.
-_BLANK = re.compile(r"\s")
+_BLANK: Final = re.compile(r"\s")
 
 #: RFC 3551 §6 static audio payload types (encoding, clock rate) byeline may meet in offers.
-STATIC_PAYLOAD_TYPES: dict[int, tuple[str, int]] = {
+STATIC_PAYLOAD_TYPES: Final[dict[int, tuple[str, int]]] = {
     0: ("PCMU", 8000),
     3: ("GSM", 8000),
     4: ("G723", 8000),
@@ -79,16 +79,16 @@ STATIC_PAYLOAD_TYPES: dict[int, tuple[str, int]] = {
     9: ("G722", 8000),
     18: ("G729", 8000),
 }
-_STATIC_BY_NAME = {name: pt for pt, (name, _) in STATIC_PAYLOAD_TYPES.items()}
+_STATIC_BY_NAME: Final = {name: pt for pt, (name, _) in STATIC_PAYLOAD_TYPES.items()}
 
 #: The plain RTP transport profile (RFC 3551); RTP/SAVP is answered under an SRTP policy.
-PROFILE = "RTP/AVP"
+PROFILE: Final = "RTP/AVP"
 #: The SRTP transport profile (RFC 3711 §12), keyed by ``a=crypto`` lines (RFC 4568).
-SAVP_PROFILE = "RTP/SAVP"
+SAVP_PROFILE: Final = "RTP/SAVP"
 #: Packetization time we ask for, in milliseconds (G.711 at 20 ms is 160 bytes a packet).
-PTIME = 20
+PTIME: Final = 20
 #: RFC 4733 events we can receive: DTMF 0-9, *, #, A-D and flash (16).
-TELEPHONE_EVENTS = "0-16"
+TELEPHONE_EVENTS: Final = "0-16"
 
 
 class NoCommonCodec(ValueError):
@@ -140,8 +140,8 @@ def _policy(value: MediaEncryption | str) -> MediaEncryption:
     return value if isinstance(value, MediaEncryption) else MediaEncryption(value)
 
 
-_KEY_IN_CRYPTO = re.compile(r"^(a=crypto:.*)$", re.MULTILINE)
-_INLINE_KEY = re.compile(r"(inline:)[^|;\s]+")
+_KEY_IN_CRYPTO: Final = re.compile(r"^(a=crypto:.*)$", re.MULTILINE)
+_INLINE_KEY: Final = re.compile(r"(inline:)[^|;\s]+")
 
 
 @overload
@@ -269,7 +269,7 @@ class Direction(enum.StrEnum):
         )
 
 
-_DIRECTIONS = frozenset(d.value for d in Direction)
+_DIRECTIONS: Final = frozenset(d.value for d in Direction)
 
 
 @dataclass(frozen=True)
@@ -309,7 +309,7 @@ class Origin:
         if len(fields) != 6:
             raise ValueError(f"o= needs 6 fields, got {len(fields)}: {value!r}")
         username, sess_id, sess_version, nettype, addrtype, address = fields
-        return cls(
+        return Origin(
             username=username,
             # RFC 4566 says 1*DIGIT; 64-bit NTP-based values are common, larger ones are not.
             session_id=_uint(sess_id, "o= session id", 2**64 - 1),
@@ -352,7 +352,7 @@ class Connection:
         if len(fields) != 3:
             raise ValueError(f"c= needs 3 fields, got {len(fields)}: {value!r}")
         nettype, addrtype, address = fields
-        return cls(address=address, addrtype=addrtype, nettype=nettype)
+        return Connection(address=address, addrtype=addrtype, nettype=nettype)
 
     @classmethod
     def for_ip(cls, ip: str) -> Connection:
@@ -408,7 +408,7 @@ class Attribute:
         """Parse the text after ``a=``."""
         name, colon, value = text.partition(":")
         _check_attribute_name(name)
-        return cls(name, value if colon else None)
+        return Attribute(name, value if colon else None)
 
     def serialize(self) -> str:
         """Return the text after ``a=``."""
@@ -442,7 +442,7 @@ class RtpMap:
         parts = rest.strip().split("/")
         if len(parts) not in (2, 3) or not parts[0]:
             raise ValueError(f"rtpmap must be '<pt> <name>/<rate>[/<channels>]': {value!r}")
-        return cls(
+        return RtpMap(
             payload_type=_uint(pt_text, "rtpmap payload type", 127),
             encoding=parts[0],
             clock_rate=_uint(parts[1], "rtpmap clock rate", 2**32 - 1),
@@ -486,9 +486,9 @@ def _section(
 
 
 # Where the non-structured lines go when writing (RFC 4566 §5 fixes the order of line types).
-_SESSION_ORDER = {"i": 0, "u": 1, "e": 2, "p": 3, "b": 5, "r": 7, "z": 8, "k": 9}
-_MEDIA_ORDER = {"i": 0, "b": 2, "k": 3}
-_UNKNOWN_RANK = 10
+_SESSION_ORDER: Final = {"i": 0, "u": 1, "e": 2, "p": 3, "b": 5, "r": 7, "z": 8, "k": 9}
+_MEDIA_ORDER: Final = {"i": 0, "b": 2, "k": 3}
+_UNKNOWN_RANK: Final = 10
 
 
 def _ranked(
@@ -549,7 +549,9 @@ class MediaDescription:
     def parse_m_line(cls, value: str) -> MediaDescription:
         """Parse the value of an ``m=`` line (the section's other lines are added by the caller)."""
         media, port, proto, formats, port_count = _m_line_fields(value)
-        return cls(media=media, port=port, proto=proto, formats=formats, port_count=port_count)
+        return MediaDescription(
+            media=media, port=port, proto=proto, formats=formats, port_count=port_count
+        )
 
     def m_line(self) -> str:
         """Return the value of the ``m=`` line."""
@@ -784,7 +786,7 @@ class SessionDescription:
             raise ValueError("no o= line")
         if session_name is None:
             raise ValueError("no s= line")
-        return cls(
+        return SessionDescription(
             origin=origin,
             session_name=session_name,
             connection=connection,

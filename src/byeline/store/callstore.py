@@ -130,7 +130,7 @@ _dumps: Final = _json_encoder()
 _quote: Final = json.encoder.encode_basestring
 
 #: ``"name":`` of each attribute name seen, JSON-quoted once (a trunk's calls share their names).
-_QUOTED_KEYS: dict[str, str] = {}
+_QUOTED_KEYS: Final[dict[str, str]] = {}
 
 
 def _flat_json(value: dict[str, object]) -> str | None:
