@@ -94,10 +94,35 @@ SCANNER_USER_AGENTS: Final[tuple[str, ...]] = (
 )
 
 # Cheap looks at a datagram before it is parsed (flood paths must not pay for a full parse).
-_USER_AGENT_LINE: Final = re.compile(rb"\r\n(?:user-agent)[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE)
 _TO_TAG: Final = re.compile(rb"\r\n(?:to|t)[ \t]*:[^\r\n]*;[ \t]*tag[ \t]*=", re.IGNORECASE)
 _UA_COMMENT: Final = re.compile(r"\([^)]*\)")
 _SWEEP_GRANULARITY: Final = 0.1  # seconds: how late an ended leg may be dropped, at most
+
+
+def user_agent_value(data: bytes, head_end: int) -> bytes | None:
+    """The value of the first ``User-Agent`` header line in ``data[:head_end]``, unparsed.
+
+    What ``\\r\\nuser-agent[ \\t]*:[ \\t]*([^\\r\\n]*)`` (case-insensitive) finds, without the
+    regular expression: a case-insensitive pattern can't use the fast literal search, and it ran
+    over every request's head (~5,000 instructions a message against ~1,000 this way).
+    """
+    head = data[:head_end].lower()
+    length = len(head)
+    at = head.find(b"\r\nuser-agent")
+    while at >= 0:
+        i = at + 12
+        while i < length and (head[i] == 32 or head[i] == 9):
+            i += 1
+        if i < length and head[i] == 58:  # ":"
+            i += 1
+            while i < length and (head[i] == 32 or head[i] == 9):
+                i += 1
+            end = i
+            while end < length and head[end] != 13 and head[end] != 10:
+                end += 1
+            return data[i:end]
+        at = head.find(b"\r\nuser-agent", at + 2)
+    return None
 
 
 @dataclass
@@ -514,8 +539,8 @@ class SipEdge:
         end = data.find(b"\r\n\r\n")
         head_end = end + 4 if end >= 0 else len(data)
         if self._drop_agents:
-            match = _USER_AGENT_LINE.search(data, 0, head_end)
-            if match is not None and self._dropped_agent(match.group(1)):
+            agent = user_agent_value(data, head_end)
+            if agent is not None and self._dropped_agent(agent):
                 self.stats["dropped_user_agent"] += 1
                 return True
         if (

@@ -232,6 +232,12 @@ def normalize_number(number: str) -> str:
     """
     if number == "":
         return ""
+    if number.isascii():
+        # The usual forms, digits with or without the "+", without the regular expression.
+        if number.isdigit():
+            return "+" + number
+        if number[0] == "+" and number[1:].isdigit():
+            return number
     # Go's \d is ASCII-only; Python's would accept other scripts' digits.
     if not _NUMBER_RE.fullmatch(number):
         return number
