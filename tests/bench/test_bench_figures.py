@@ -137,3 +137,26 @@ def test_core_speed_times_the_fixed_work_on_the_core() -> None:
     assert 0 <= speed["stalls_over_10ms"] <= speed["chunks"]
     line = procs.describe_speed(speed)
     assert line.startswith("core 0: ") and "chunks over 10 ms" in line
+
+
+def test_media_stalls_tell_a_loop_wide_stall_from_single_late_calls() -> None:
+    np = pytest.importorskip("numpy")
+    media_load = load("media_load")
+    period = int(media_load.PERIOD * 1e9)
+    calls = 10
+    d_all = []
+    t_all = []
+    for call in range(calls):
+        # 50 packets 20 ms apart; every call is 15 ms late in period 20 (a stall), and call 0
+        # alone is also late in period 40.
+        times = np.arange(50, dtype=np.int64) * period + call * 1000
+        d = np.full(50, 0.2)
+        d[20] = 15.0
+        if call == 0:
+            d[40] = 12.0
+        d_all.append(d)
+        t_all.append(times)
+    stalls = media_load._stalls(d_all, t_all, calls)
+    assert stalls == {"late_packets": 11, "stall_periods": 1, "late_packets_in_stalls": 0.909}
+    quiet = media_load._stalls([np.full(5, 0.1)], [np.arange(5, dtype=np.int64)], 1)
+    assert quiet["late_packets"] == 0 and quiet["stall_periods"] == 0
