@@ -460,7 +460,7 @@ class MediaLoad:
             j_final.append(jitter)
         d_cat = np.concatenate(d_all) if d_all else np.zeros(1)
         return {
-            **_stalls(d_all, t_all, len(up)),
+            **_stalls(d_all, t_all, len(up), self.args.max_jitter_ms),
             "packets_received": received_total,
             "packets_expected": int(expected_total),
             "loss": (lost_total / expected_total) if expected_total else 1.0,
@@ -474,8 +474,10 @@ class MediaLoad:
         }
 
 
-def _stalls(d_all: list[np.ndarray], t_all: list[np.ndarray], calls: int) -> dict[str, Any]:
-    """Whether the jitter is the whole loop's or single calls': packets with |D| over 10 ms are
+def _stalls(
+    d_all: list[np.ndarray], t_all: list[np.ndarray], calls: int, limit_ms: float = 10.0
+) -> dict[str, Any]:
+    """Whether the jitter is the whole loop's or single calls': packets with |D| over the limit are
     grouped by the 20 ms of wall time they arrived in; a period where most calls' packets are
     that late is a loop-wide stall (a pass of the ticker late for everyone: the host or the loop),
     the rest are single calls late on their own."""
@@ -483,7 +485,7 @@ def _stalls(d_all: list[np.ndarray], t_all: list[np.ndarray], calls: int) -> dic
         return {"stall_periods": 0, "late_packets_in_stalls": 0.0, "late_packets": 0}
     d = np.concatenate(d_all)
     t = np.concatenate(t_all)
-    late = d > 10.0
+    late = d > limit_ms
     if not late.any():
         return {"stall_periods": 0, "late_packets_in_stalls": 0.0, "late_packets": 0}
     periods = (t[late] - t.min()) // int(PERIOD * 1e9)
@@ -527,7 +529,7 @@ def main() -> int:
             f"  media {target:5d} calls: loss {100 * result['loss']:.3f}% jitter p99 "
             f"{result['jitter_p99_ms']:.2f} ms cpu {result['server_cpu_pct']:.0f}% rss "
             f"{result['server_rss_mb']:.0f} MB gen late p99 "
-            f"{result['generator']['send_late_p99_ms']:.2f} ms; |D| > 10 ms: "
+            f"{result['generator']['send_late_p99_ms']:.2f} ms; |D| > {args.max_jitter_ms:g} ms: "
             f"{result.get('late_packets', 0)} packets, "
             f"{100 * result.get('late_packets_in_stalls', 0):.0f} % of them in "
             f"{result.get('stall_periods', 0)} loop-wide stalls "
