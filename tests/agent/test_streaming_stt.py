@@ -27,7 +27,12 @@ from byeline.agent.speech.language_model import (
     resample,
 )
 from byeline.agent.speech.pocketsphinx_stt import DecoderWorkers
-from byeline.agent.speech.streaming import HalfBandUpsampler, StreamingUtterance
+from byeline.agent.speech.streaming import (
+    HalfBandUpsampler,
+    StreamingUtterance,
+    _new_decoder,
+    batch_mean,
+)
 from byeline.rtp.g711 import ulaw_decode, ulaw_encode
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,6 +82,28 @@ def test_half_band_upsampler_matches_the_batch_resampler() -> None:
     # Equal but for the FFT's wrap-around at the edges: under 1 % of the signal's RMS.
     inner = slice(200, -200)
     assert np.sqrt(np.mean((a[inner] - b[inner]) ** 2)) < 0.01 * np.sqrt(np.mean(b**2))
+
+
+@pytest.mark.parametrize("seconds", [0.3, 1.8, None])
+def test_batch_mean_is_the_mean_the_language_model_decoder_takes(
+    routes: Routes, tmp_path_factory: pytest.TempPathFactory, seconds: float | None
+) -> None:
+    # The mean-only decoder searches with a cheap grammar and coarse settings: the mean, which
+    # pocketsphinx takes before any search, must be the one the recogniser itself would take.
+    setup = language_model_for_routes(
+        routes, cache_dir=tmp_path_factory.mktemp("lm")
+    ).decoder_setup()
+    for wav in RECORDINGS[:4]:
+        audio16 = resample(phone_line(wav), 8000)
+        if seconds is not None:
+            audio16 = audio16[: int(2 * 16000 * seconds)]
+        reference = _new_decoder(setup)
+        reference.start_utt()
+        reference.process_raw(audio16, no_search=True, full_utt=True)
+        expected = str(reference.get_cmn())
+        reference.end_utt()
+        assert batch_mean(setup, audio16) == expected, wav.name
+        assert batch_mean(setup, audio16) == expected, wav.name  # the kept decoder, again
 
 
 @pytest.mark.parametrize("wav", RECORDINGS, ids=lambda p: p.stem)
