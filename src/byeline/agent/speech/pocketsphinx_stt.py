@@ -77,9 +77,16 @@ _pool_lock = threading.Lock()
 
 
 def default_workers() -> int:
-    """Worker processes of the shared pool: one a core, at most four (an utterance decodes in
-    ~0.1 s, so four workers serve ~40 utterances a second)."""
-    return max(1, min(4, os.cpu_count() or 1))
+    """Worker processes of the shared pool: one for each core this process may run on (its
+    affinity, as ``taskset`` or a container's cpuset leave it), at most four (an utterance
+    decodes in ~0.1 s, so four workers serve ~40 utterances a second). More workers than cores
+    only share a core: each then decodes at half speed, and the event loop, which paces the
+    calls' RTP and runs the VAD, gets a smaller share of it."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # no affinity on this platform
+        cores = os.cpu_count() or 1
+    return max(1, min(4, cores))
 
 
 def shared_decoder_pool() -> ProcessPoolExecutor:

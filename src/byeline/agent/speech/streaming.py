@@ -50,6 +50,7 @@ __all__ = [
     "CMN_SPEECH_SECONDS",
     "HalfBandUpsampler",
     "StreamingUtterance",
+    "next_message",
     "serve_decoder_worker",
 ]
 
@@ -274,19 +275,47 @@ class StreamingUtterance:
 # A failure answers ("error", key, message) and forgets the utterance.
 # ---------------------------------------------------------------------------------------------
 
+#: Messages a worker holds read ahead of its work (1,000 is 100 s of audio at the stream's
+#: 0.1 s chunks); past it the pipe itself buffers, and the sender waits.
+READ_AHEAD: Final = 1000
+
+
+def next_message(pending: list[tuple[Any, ...]]) -> tuple[Any, ...]:
+    """Take the message to handle next from ``pending`` (in arrival order).
+
+    An utterance whose ``finish`` has arrived goes first (the first to have finished, when
+    several have): a caller waits for its transcript, while the audio of callers still
+    speaking can wait. One utterance's messages stay in order (the first pending message of
+    the chosen utterance is taken).
+    When several callers speak at once and decoding falls behind, the answer to one that
+    has stopped then waits for its own audio only, not for everyone's queued before it.
+    """
+    for message in pending:
+        if message[0] == "finish":
+            key = message[1]
+            for i, first in enumerate(pending):
+                if first[1] == key:
+                    return pending.pop(i)
+    return pending.pop(0)
+
 
 def serve_decoder_worker(inbox: Connection, outbox: Connection, niceness: int = 0) -> None:
     """The worker's main loop: messages from ``inbox``, answers to ``outbox``, until ``inbox``
-    closes."""
+    closes. Messages are read ahead as they come and handled in :func:`next_message`'s order."""
     if niceness:
         with contextlib.suppress(OSError):
             os.nice(niceness)
     utterances: dict[int, StreamingUtterance] = {}
+    pending: list[tuple[Any, ...]] = []
     while True:
         try:
-            message = inbox.recv()
+            if not pending:
+                pending.append(inbox.recv())
+            while len(pending) < READ_AHEAD and inbox.poll(0):
+                pending.append(inbox.recv())
         except (EOFError, OSError):
-            return
+            return  # the server closed the pipe: nobody waits for what is still pending
+        message = next_message(pending)
         kind, key = message[0], message[1]
         try:
             if kind == "audio":
