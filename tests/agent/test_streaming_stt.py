@@ -7,10 +7,17 @@ Festival recordings through G.711 µ-law, as in ``test_speech.py``.
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
 import time
 import wave
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,6 +29,7 @@ from byeline.agent.routes import Routes, load_routes
 from byeline.agent.speech import EspeakTTS, PocketsphinxSTT
 from byeline.agent.speech import espeak_tts as espeak_tts_module
 from byeline.agent.speech.language_model import (
+    DecoderSetup,
     decode_utterance,
     language_model_for_routes,
     resample,
@@ -32,6 +40,8 @@ from byeline.agent.speech.streaming import (
     StreamingUtterance,
     _new_decoder,
     batch_mean,
+    next_message,
+    serve_decoder_worker,
 )
 from byeline.rtp.g711 import ulaw_decode, ulaw_encode
 
@@ -104,6 +114,98 @@ def test_batch_mean_is_the_mean_the_language_model_decoder_takes(
         reference.end_utt()
         assert batch_mean(setup, audio16) == expected, wav.name
         assert batch_mean(setup, audio16) == expected, wav.name  # the kept decoder, again
+
+
+def test_the_shared_workers_are_one_for_each_core_the_server_may_use() -> None:
+    code = (
+        "from byeline.agent.speech.pocketsphinx_stt import default_workers;print(default_workers())"
+    )
+    if not hasattr(os, "sched_setaffinity"):
+        pytest.skip("no CPU affinity on this platform")
+    one_core = subprocess.run(
+        [sys.executable, "-c", f"import os; os.sched_setaffinity(0, {{0}}); {code}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert one_core.stdout.strip() == "1"
+    every_core = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert every_core.stdout.strip() == str(max(1, min(4, len(os.sched_getaffinity(0)))))
+
+
+def test_next_message_serves_a_finished_utterance_first_and_keeps_each_in_order() -> None:
+    pending: list[tuple[object, ...]] = [
+        ("open", 1),
+        ("audio", 1, b"a1"),
+        ("open", 2),
+        ("audio", 2, b"b1"),
+        ("audio", 1, b"a2"),
+        ("audio", 2, b"b2"),
+        ("finish", 2),
+        ("audio", 1, b"a3"),
+    ]
+    order = []
+    while pending:
+        order.append(next_message(pending))
+        if len(order) == 1:
+            pending.append(("finish", 1))  # arrives while the worker is busy
+    # Both have finished once the second finish is in: the first to have finished goes first.
+    assert order == [
+        ("open", 2),
+        ("audio", 2, b"b1"),
+        ("audio", 2, b"b2"),
+        ("finish", 2),
+        ("open", 1),
+        ("audio", 1, b"a1"),
+        ("audio", 1, b"a2"),
+        ("audio", 1, b"a3"),
+        ("finish", 1),
+    ]
+    assert next_message([("audio", 3, b""), ("warm", 0)]) == ("audio", 3, b"")
+
+
+def test_a_worker_answers_the_finished_utterance_before_decoding_the_others(
+    routes: Routes, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # A real worker process, stopped while its pipe fills: utterance 1 (a caller still
+    # speaking) has audio queued before utterance 2 ends. Utterance 1's audio fails when it is
+    # decoded (its model does not exist), so the order of the answers shows the order of work.
+    setup = language_model_for_routes(
+        routes, cache_dir=tmp_path_factory.mktemp("lm")
+    ).decoder_setup()
+    broken = DecoderSetup(hmm="/nonexistent/model", lm=setup.lm, dictionary=setup.dictionary)
+    ctx = multiprocessing.get_context("spawn")
+    inbox_r, inbox = ctx.Pipe(duplex=False)
+    # Room for all of it while the worker is stopped (Linux's F_SETPIPE_SZ; 64 KiB by default).
+    fcntl.fcntl(inbox.fileno(), 1031, 1 << 20)
+    outbox, outbox_w = ctx.Pipe(duplex=False)
+    worker = ctx.Process(target=serve_decoder_worker, args=(inbox_r, outbox_w), daemon=True)
+    worker.start()
+    inbox_r.close()
+    outbox_w.close()
+    try:
+        inbox.send(("warm", 9, setup))
+        assert outbox.poll(60) and outbox.recv()[:2] == ("final", 9)
+        assert worker.pid is not None
+        os.kill(worker.pid, signal.SIGSTOP)
+        pcm = phone_line(RECORDINGS[0])
+        inbox.send(("open", 1, broken, 8000, 0.2))
+        inbox.send(("open", 2, setup, 8000, 0.8))
+        inbox.send(("audio", 1, bytes(8000)))  # 0.5 s: past the 0.2 s that starts decoding
+        for i in range(0, len(pcm), 1600):
+            inbox.send(("audio", 2, pcm[i : i + 1600]))
+        inbox.send(("finish", 2))
+        os.kill(worker.pid, signal.SIGCONT)
+        answers: list[tuple[Any, ...]] = []
+        while len(answers) < 2 and outbox.poll(60):
+            answers.append(outbox.recv())
+        assert [a[:2] for a in answers] == [("final", 2), ("error", 1)], answers
+        assert route_of(routes, answers[0][2].text) == "billing", answers[0][2]
+    finally:
+        inbox.close()
+        worker.join(5)
+        if worker.is_alive():
+            worker.kill()
 
 
 @pytest.mark.parametrize("wav", RECORDINGS, ids=lambda p: p.stem)
@@ -212,6 +314,25 @@ async def test_tts_cache_returns_identical_audio_without_synthesizing_again(
     other_voice = EspeakTTS(voice="en")
     await other_voice.synthesize("Connecting you to billing.").collect()
     assert len(calls) == 3  # the cache is per voice (and per TTS)
+
+
+async def test_tts_audio_starts_within_the_lead_in_of_its_first_sound() -> None:
+    raw = espeak_tts_module.synthesize("Connecting you to billing.", "en-us", rate=8000)
+    raw_samples = np.frombuffer(raw, dtype="<i2")
+    # espeak-ng's own lead-in, which the provider cuts: tens of ms of digital silence.
+    assert np.flatnonzero(np.abs(raw_samples) > 16)[0] > 8000 * 0.02
+    said = await EspeakTTS().synthesize("Connecting you to billing.").collect()
+    samples = np.frombuffer(bytes(said.data), dtype="<i2")
+    first = int(np.flatnonzero(np.abs(samples.astype(np.int32)) > 16)[0])
+    assert first == 8000 * espeak_tts_module.LEAD_IN_MS // 1000
+    # Only silence goes: the rest is espeak-ng's audio, sample for sample (espeak-ng is not
+    # bit-exact from one synthesis to the next, so this compares the same synthesis).
+    raw_first = int(np.flatnonzero(np.abs(raw_samples.astype(np.int32)) > 16)[0])
+    trimmed = espeak_tts_module.trim_lead_in(raw, 8000)
+    assert trimmed == raw[2 * (raw_first - first) :]
+    silent = bytes(640)
+    assert espeak_tts_module.trim_lead_in(silent, 8000) == silent
+    assert espeak_tts_module.trim_lead_in(b"", 8000) == b""
 
 
 async def test_a_worker_dying_mid_utterance_loses_that_utterance_only(

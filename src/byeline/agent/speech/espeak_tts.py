@@ -14,6 +14,9 @@ text gives the same samples every time (espeak-ng alone is not bit-exact from on
 next), with no thread hop and no lock wait behind another call's synthesis at the moment a
 goodbye must start. :class:`~byeline.agent.routing_agent.VoiceAgentRunner` pre-renders the
 routes' goodbyes.
+
+espeak-ng begins every text with ~39 ms of digital silence; it is cut to :data:`LEAD_IN_MS`
+(:func:`trim_lead_in`), so the caller hears the answer that much sooner.
 """
 
 from __future__ import annotations
@@ -23,16 +26,32 @@ import uuid
 from collections import OrderedDict
 from typing import Final, Never
 
+import numpy as np
 from livekit.agents import APIConnectOptions, tts
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS
 
 from ...speech.espeak import synthesize
 
-__all__ = ["EspeakTTS"]
+__all__ = ["EspeakTTS", "trim_lead_in"]
 
 SAMPLE_RATE = 8000
 CACHE_ENTRIES: Final = 64
 """Synthesized texts kept per :class:`EspeakTTS` (a 3 s prompt at 8 kHz is 48 kB)."""
+LEAD_IN_MS: Final = 5
+"""Silence kept before the first sound of a synthesized text."""
+SILENCE_FLOOR: Final = 16
+"""Samples at or under this magnitude (of 32,767: -66 dBFS) count as silence."""
+
+
+def trim_lead_in(pcm: bytes, sample_rate: int) -> bytes:
+    """16-bit mono ``pcm`` from :data:`LEAD_IN_MS` before its first sound (a sample over
+    :data:`SILENCE_FLOOR`); all of it when it is silent throughout."""
+    samples = np.frombuffer(pcm, dtype="<i2", count=len(pcm) // 2)
+    loud = np.flatnonzero(np.abs(samples.astype(np.int32)) > SILENCE_FLOOR)
+    if not loud.size:
+        return pcm
+    start = max(0, int(loud[0]) - sample_rate * LEAD_IN_MS // 1000)
+    return pcm[2 * start :]
 
 
 class EspeakTTS(tts.TTS[Never]):
@@ -53,7 +72,8 @@ class EspeakTTS(tts.TTS[Never]):
         for text in texts:
             key = (text, self.voice, self.sample_rate)
             if key not in self._cache:
-                self._cache[key] = synthesize(text, self.voice, rate=self.sample_rate)
+                pcm = synthesize(text, self.voice, rate=self.sample_rate)
+                self._cache[key] = trim_lead_in(pcm, self.sample_rate)
         while len(self._cache) > CACHE_ENTRIES:
             self._cache.popitem(last=False)
 
@@ -66,7 +86,7 @@ class EspeakTTS(tts.TTS[Never]):
             self._cache.move_to_end(key)
             return pcm
         pcm = await asyncio.to_thread(synthesize, text, self.voice, rate=self.sample_rate)
-        self._cache[key] = pcm
+        pcm = self._cache[key] = trim_lead_in(pcm, self.sample_rate)
         while len(self._cache) > CACHE_ENTRIES:
             self._cache.popitem(last=False)
         return pcm
