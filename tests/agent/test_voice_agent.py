@@ -413,6 +413,31 @@ async def test_spoken_request_reaches_five9_on_the_bye(
     ]
 
 
+async def test_each_call_runs_its_own_vad_around_the_shared_model(
+    speech_edge: tuple[_Edge, ScriptedSTT], silero: Any
+) -> None:
+    # An AgentSession forwards every metrics event of its VAD to its own listeners and keeps
+    # them for the session's report. On one VAD object shared by every call, each call's
+    # events would reach every live session (N² events, kept until each call ends).
+    edge, _ = speech_edge
+    on_shared: list[Any] = []
+    silero.on("metrics_collected", on_shared.append)
+    try:
+        outcomes = await asyncio.gather(
+            place_call(edge.plan([Wait(1.5), Press("1"), Wait(20)], (34800, 34850))),
+            place_call(edge.plan([Wait(1.5), Press("2"), Wait(20)], (34900, 34950))),
+        )
+    finally:
+        silero.off("metrics_collected", on_shared.append)
+    assert [o.from_iva.get("X-RouteValue") for o in outcomes] == ["Billing", "Sales"]
+    assert on_shared == []  # no call's VAD stream ran on the shared object
+    per_call = [edge.runner.session_vad() for _ in range(2)]
+    assert per_call[0] is not per_call[1] and per_call[0] is not silero
+    # ... and no call loaded the model again.
+    assert per_call[0]._onnx_session is per_call[1]._onnx_session is silero._onnx_session
+    assert per_call[0]._opts == silero._opts
+
+
 async def test_keys_route_during_the_greeting(speech_edge: tuple[_Edge, ScriptedSTT]) -> None:
     edge, _ = speech_edge
     outcome = await place_call(edge.plan([Wait(0.3), Press("0"), Wait(20)], (34400, 34500)))

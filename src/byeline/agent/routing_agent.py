@@ -42,6 +42,7 @@ from livekit.agents.voice.events import (
     EventTypes,
     UserStateChangedEvent,
 )
+from livekit.plugins import silero
 
 from ..edge.call import Call, EndedBy
 from ..net.rtp import RtpEndpoint
@@ -420,6 +421,21 @@ class VoiceAgentRunner:
         self.contexts: dict[str, HandbackContext] = {}
         """The handback state of the calls running now."""
 
+    def session_vad(self) -> lk_vad.VAD | None:
+        """The VAD of one call's session.
+
+        An ``AgentSession`` subscribes to its VAD's metrics events, forwards each to its own
+        listeners and keeps it for the session's report until the session ends. One VAD object
+        shared by every call would send each call's events (one a second while a caller is
+        heard) to every live session: N² of them, kept. So a silero VAD is wrapped anew for each
+        call around the same ONNX session and options: the model is loaded once, and each
+        session hears only its own call. Any other VAD is shared as given.
+        """
+        vad = self.vad
+        if isinstance(vad, silero.VAD):
+            return silero.VAD(session=vad._onnx_session, opts=vad._opts)
+        return vad
+
     async def __call__(self, call: Call) -> None:
         """Run the agent on ``call`` until it is handed back or the caller hangs up."""
         media = await self._wait_media(call)
@@ -449,7 +465,7 @@ class VoiceAgentRunner:
             # and LiveKit flushes it at the VAD's end of speech (manual_flush).
             stt = streaming = stt.for_session()
         session: AgentSession[HandbackContext] = AgentSession(
-            stt=stt, vad=self.vad, llm=self.llm, tts=self.tts, userdata=state, **options
+            stt=stt, vad=self.session_vad(), llm=self.llm, tts=self.tts, userdata=state, **options
         )
         if streaming is not None:
             opened = streaming
