@@ -34,7 +34,7 @@ from byeline.agent.speech.language_model import (
     language_model_for_routes,
     resample,
 )
-from byeline.agent.speech.pocketsphinx_stt import DecoderWorkers
+from byeline.agent.speech.pocketsphinx_stt import WORKER_NICENESS, DecoderWorkers
 from byeline.agent.speech.streaming import (
     HalfBandUpsampler,
     StreamingUtterance,
@@ -44,6 +44,7 @@ from byeline.agent.speech.streaming import (
     serve_decoder_worker,
 )
 from byeline.rtp.g711 import ulaw_decode, ulaw_encode
+from byeline.speech.espeak import synthesize
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "src" / "byeline" / "examples"
@@ -131,6 +132,21 @@ def test_the_shared_workers_are_one_for_each_core_the_server_may_use() -> None:
     assert one_core.stdout.strip() == "1"
     every_core = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert every_core.stdout.strip() == str(max(1, min(4, len(os.sched_getaffinity(0)))))
+
+
+def test_decoder_workers_run_below_the_server(workers: DecoderWorkers) -> None:
+    # The event loop paces RTP and ends turns; a decoder has slack until its caller stops.
+    workers.start()
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    lower = min(19, mine + WORKER_NICENESS)
+    assert lower > mine
+    for index in range(workers.size):
+        pid = workers._worker(index).process.pid
+        assert pid is not None
+        deadline = time.monotonic() + 30  # the worker lowers its own priority as it starts
+        while os.getpriority(os.PRIO_PROCESS, pid) != lower and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert os.getpriority(os.PRIO_PROCESS, pid) == lower
 
 
 def test_next_message_serves_a_finished_utterance_first_and_keeps_each_in_order() -> None:
@@ -317,7 +333,7 @@ async def test_tts_cache_returns_identical_audio_without_synthesizing_again(
 
 
 async def test_tts_audio_starts_within_the_lead_in_of_its_first_sound() -> None:
-    raw = espeak_tts_module.synthesize("Connecting you to billing.", "en-us", rate=8000)
+    raw = synthesize("Connecting you to billing.", "en-us", rate=8000)
     raw_samples = np.frombuffer(raw, dtype="<i2")
     # espeak-ng's own lead-in, which the provider cuts: tens of ms of digital silence.
     assert np.flatnonzero(np.abs(raw_samples) > 16)[0] > 8000 * 0.02

@@ -37,7 +37,7 @@ from collections import deque
 from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.process import BaseProcess
-from typing import Any, Never
+from typing import Any, Final, Never
 
 import numpy as np
 from livekit import rtc
@@ -62,6 +62,7 @@ from .language_model import (
 from .streaming import CMN_SPEECH_SECONDS, serve_decoder_worker
 
 __all__ = [
+    "WORKER_NICENESS",
     "DecoderWorkers",
     "PocketsphinxSTT",
     "PocketsphinxSessionSTT",
@@ -310,17 +311,25 @@ def _resolve(future: asyncio.Future[Transcript], kind: str, payload: Any) -> Non
         future.get_loop().call_soon_threadsafe(settle)
 
 
+WORKER_NICENESS: Final = 5
+"""How much lower the decoder workers' priority is than the server's (``nice``). The event loop
+paces every call's RTP, runs the VAD and plays the answer; a decoder has slack until its caller
+stops, and then (see :func:`~.streaming.next_message`) decodes that caller first. Alternated in
+``bench/speech.py``, four pairs: spoken calls per core 12, 12, 12, 10 at 5 against 12, 8, 8, 8 at
+0 (p95 at 10 calls 720–780 ms against 721–1,059)."""
+
+
 class DecoderWorkers:
     """Processes that decode utterances as their audio arrives (:mod:`.streaming`).
 
     An utterance stays on one worker (its decoder holds state between chunks); a new one goes
-    to the worker with the fewest open utterances. ``niceness`` lowers the workers' priority:
-    the event loop's RTP pacing and VAD come first, decoding has slack until the turn ends.
-    Processes start on first use (or :meth:`start`); a dead one is replaced on the next
-    utterance.
+    to the worker with the fewest open utterances. ``niceness`` lowers the workers' priority
+    (:data:`WORKER_NICENESS` by default): the event loop's RTP pacing and VAD come first,
+    decoding has slack until the turn ends. Processes start on first use (or :meth:`start`); a
+    dead one is replaced on the next utterance.
     """
 
-    def __init__(self, workers: int | None = None, *, niceness: int = 0) -> None:
+    def __init__(self, workers: int | None = None, *, niceness: int = WORKER_NICENESS) -> None:
         self.size = workers or default_workers()
         self.niceness = niceness
         self._workers: list[_Worker | None] = [None] * self.size
