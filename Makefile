@@ -8,11 +8,13 @@ STAMP := $(VENV)/.installed
 
 venv: $(STAMP)
 
-# Idempotent bootstrap: the venv is (re)built only when pyproject.toml changes.
-$(STAMP): pyproject.toml
+# Idempotent bootstrap: the venv is (re)built only when pyproject.toml or constraints.txt
+# changes. constraints.txt holds the versions the tests last passed with, so a fresh machine
+# installs that same set, not whatever the index holds that day.
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 # The call path compiled with mypyc (src/byeline/_native.py lists the modules): rebuilt when

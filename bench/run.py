@@ -84,6 +84,11 @@ def log(text: str) -> None:
 
 # -- dependencies installed at run time (the Makefile and pyproject.toml stay as they are) -------
 
+#: The baselines' versions are the project's pinned ones too (sippy's speed is a ratio's divisor).
+CONSTRAINTS: list[str] = (
+    ["-c", str(ROOT / "constraints.txt")] if (ROOT / "constraints.txt").exists() else []
+)
+
 
 def ensure_package(module: str, package: str) -> tuple[bool, str]:
     """Import ``module`` or pip-install ``package`` into this venv; (available, note)."""
@@ -91,7 +96,7 @@ def ensure_package(module: str, package: str) -> tuple[bool, str]:
         return True, "already installed"
     log(f"installing {package} into the venv with pip (bench-only dependency)")
     proc = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", package],
+        [sys.executable, "-m", "pip", "install", "-q", *CONSTRAINTS, package],
         capture_output=True,
         text=True,
         timeout=300,
@@ -109,7 +114,7 @@ def ensure_pyspy() -> str | None:
     if not path.exists():
         log("installing py-spy into the venv with pip (bench-only profiler)")
         subprocess.run(
-            [sys.executable, "-m", "pip", "install", "-q", "py-spy"],
+            [sys.executable, "-m", "pip", "install", "-q", *CONSTRAINTS, "py-spy"],
             capture_output=True,
             timeout=300,
         )
