@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-from livekit.agents import LanguageCode, stt, tts
+from livekit.agents import APIConnectionError, LanguageCode, stt, tts
+from livekit.agents import llm as lk_llm
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, APIConnectOptions, NotGivenOr
 from livekit.agents.utils import AudioBuffer, shortuuid
 from livekit.agents.voice import AgentSession
@@ -436,6 +438,89 @@ async def test_each_call_runs_its_own_vad_around_the_shared_model(
     # ... and no call loaded the model again.
     assert per_call[0]._onnx_session is per_call[1]._onnx_session is silero._onnx_session
     assert per_call[0]._opts == silero._opts
+
+
+class _ProvidersSeen(VoiceAgentRunner):
+    """The runner as it is, noting the providers each call's session got."""
+
+    seen: list[tuple[Any, Any, Any]]
+
+    def session_providers(self) -> tuple[Any, Any, Any]:
+        providers = super().session_providers()
+        self.seen.append(providers)
+        return providers
+
+
+def test_each_session_copies_the_providers_byeline_builds(routes: Routes) -> None:
+    runner = VoiceAgentRunner(routes, stt=ScriptedSTT([]), tts=ToneTTS(), vad=None)
+    (stt_a, llm_a, tts_a), (stt_b, llm_b, tts_b) = (runner.session_providers() for _ in range(2))
+    # The intent engine: one copy per session, its phrase table the shared one's.
+    assert llm_a is not llm_b and llm_a is not runner.llm
+    assert isinstance(llm_a, IntentLLM) and isinstance(llm_b, IntentLLM)
+    assert llm_a._phrases is llm_b._phrases is runner.llm._phrases  # type: ignore[attr-defined]
+    seen: list[Any] = []
+    llm_a.on("metrics_collected", seen.append)
+    llm_b.emit("metrics_collected", "b's")
+    runner.llm.emit("metrics_collected", "shared")
+    assert seen == []
+    # Providers of unknown make (these test fakes) are shared as given.
+    assert stt_a is stt_b is runner.stt and tts_a is tts_b is runner.tts
+
+
+def test_openai_plugin_providers_are_copied_around_one_client(routes: Routes) -> None:
+    from livekit.plugins import openai
+
+    # Nothing is sent: the providers are only built (an unroutable base URL, a dummy key).
+    shared = openai.LLM(model="gpt-4o-mini", api_key="sk-test", base_url="http://127.0.0.1:9/v1")
+    runner = VoiceAgentRunner(routes, stt=ScriptedSTT([]), tts=ToneTTS(), vad=None, llm=shared)
+    (_, llm_a, _), (_, llm_b, _) = (runner.session_providers() for _ in range(2))
+    assert llm_a is not llm_b and llm_a is not shared
+    assert llm_a._client is llm_b._client is shared._client  # one HTTP connection pool
+    assert llm_a.model == shared.model
+
+
+async def test_one_calls_provider_errors_end_only_that_calls_agent(
+    routes: Routes, tmp_path: Path, silero: Any
+) -> None:
+    # AgentSession closes when its LLM (or STT, TTS) reports more unrecoverable errors than
+    # max_unrecoverable_errors. On one LLM object shared by all calls, one call's failing
+    # requests would count in every live session, and every call would lose its agent.
+    runner = _ProvidersSeen(
+        routes, stt=ScriptedSTT([]), tts=ToneTTS(), vad=silero, no_input_timeout=10
+    )
+    runner.seen = []
+    async with _Edge(runner, tmp_path, (35000, 35100)) as edge:
+        failing = asyncio.ensure_future(place_call(edge.plan([Wait(25)], (35200, 35250))))
+        for _ in range(100):
+            if runner.seen:
+                break
+            await asyncio.sleep(0.05)
+        healthy = asyncio.ensure_future(
+            place_call(edge.plan([Wait(3), Press("2"), Wait(20)], (35300, 35350)))
+        )
+        for _ in range(100):
+            if len(runner.seen) == 2:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)  # both sessions started
+        failing_llm = runner.seen[0][1]
+        for _ in range(AgentSession().conn_options.max_unrecoverable_errors + 1):
+            failing_llm.emit(
+                "error",
+                lk_llm.LLMError(
+                    timestamp=time.time(),
+                    label="test",
+                    error=APIConnectionError("injected: the provider is unreachable"),
+                    recoverable=False,
+                ),
+            )
+        failed, routed = await asyncio.gather(failing, healthy)
+    assert failed.hung_up_by == "agent", failed.error
+    assert json.loads(failed.from_iva.get("X-MetaData") or "{}")["intent"] == "agent_error"
+    assert failed.from_iva.get("X-RouteValue") == routes.fallback.value
+    # The other call's agent heard its caller on as if nothing had happened.
+    assert routed.hung_up_by == "agent", routed.error
+    assert routed.from_iva.get("X-RouteValue") == "Sales"
 
 
 async def test_keys_route_during_the_greeting(speech_edge: tuple[_Edge, ScriptedSTT]) -> None:

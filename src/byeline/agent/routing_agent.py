@@ -23,11 +23,12 @@ emitted as the call event ``"transcript"`` (one ``{"role", "text", "at"}`` dict 
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any, TypedDict
+from typing import Any, TypedDict, TypeVar
 
 from livekit import rtc
 from livekit.agents import llm as lk_llm
@@ -372,6 +373,29 @@ class RoutingAgent(Agent):
             self._on_transcript(TranscriptLine(role=role, text=text, at=at or time.time()))
 
 
+_P = TypeVar("_P", lk_stt.STT[Any], lk_llm.LLM[Any], lk_tts.TTS[Any])
+
+
+def _per_session(provider: _P) -> _P:
+    """``provider`` for one session: a shallow copy with an event emitter of its own, for the
+    providers byeline builds (see :meth:`VoiceAgentRunner.session_providers`); any other
+    provider as it is."""
+    if not _copied_per_session(provider):
+        return provider
+    clone = copy.copy(provider)
+    rtc.EventEmitter.__init__(clone)  # no listener of the shared object or of other sessions
+    return clone
+
+
+def _copied_per_session(provider: object) -> bool:
+    # Their state is options, clients, caches and worker handles, right to share by reference;
+    # their constructors register no listener on themselves. A provider of unknown make might
+    # (LiveKit's adapters do), and its copy would then forward its events to the original.
+    return isinstance(provider, (IntentLLM, EspeakTTS, PocketsphinxSTT)) or type(
+        provider
+    ).__module__.startswith("livekit.plugins.openai.")
+
+
 class VoiceAgentRunner:
     """Run a :class:`RoutingAgent` in an ``AgentSession`` on every call (``SipEdge(agent=...)``).
 
@@ -421,6 +445,28 @@ class VoiceAgentRunner:
         self.contexts: dict[str, HandbackContext] = {}
         """The handback state of the calls running now."""
 
+    def session_providers(
+        self,
+    ) -> tuple[lk_stt.STT[Any], lk_llm.LLM[Any], lk_tts.TTS[Any]]:
+        """The STT, LLM and TTS of one call's session, each with listeners of its own.
+
+        An ``AgentSession`` subscribes to the ``error`` and ``metrics_collected`` events of its
+        providers. On one object shared by every call, an unrecoverable error of one call's
+        LLM, STT or TTS request would reach every live session, and each would count it against
+        its own budget (``max_unrecoverable_errors``) and close: one call's failing request
+        would end the agent of every call. Each call's metrics would reach every session too.
+        So the providers byeline builds (the intent engine, espeak-ng, pocketsphinx, LiveKit's
+        OpenAI plugin) are copied for each session: a shallow copy, whose options, HTTP client,
+        decoder workers and caches are the shared object's, with an event emitter of its own.
+        Any other provider is shared as given. (The streaming pocketsphinx STT is made per
+        session by ``for_session``; the VAD by :meth:`session_vad`.)
+        """
+        return (
+            _per_session(self.stt),
+            _per_session(self.llm),
+            _per_session(self.tts),
+        )
+
     def session_vad(self) -> lk_vad.VAD | None:
         """The VAD of one call's session.
 
@@ -458,14 +504,14 @@ class VoiceAgentRunner:
             "aec_warmup_duration": None,  # no echo canceller to warm up on a G.711 leg
         }
         options.update(self.session_options)
-        stt = self.stt
+        stt, llm, tts = self.session_providers()
         streaming: PocketsphinxSessionSTT | None = None
-        if isinstance(stt, PocketsphinxSTT) and self.vad is not None and self.stream_stt:
+        if isinstance(self.stt, PocketsphinxSTT) and self.vad is not None and self.stream_stt:
             # Decoded while the caller speaks: the session's VAD opens each utterance (below)
             # and LiveKit flushes it at the VAD's end of speech (manual_flush).
-            stt = streaming = stt.for_session()
+            stt = streaming = self.stt.for_session()
         session: AgentSession[HandbackContext] = AgentSession(
-            stt=stt, vad=self.session_vad(), llm=self.llm, tts=self.tts, userdata=state, **options
+            stt=stt, vad=self.session_vad(), llm=llm, tts=tts, userdata=state, **options
         )
         if streaming is not None:
             opened = streaming
