@@ -160,3 +160,37 @@ def test_media_stalls_tell_a_loop_wide_stall_from_single_late_calls() -> None:
     assert stalls == {"late_packets": 11, "stall_periods": 1, "late_packets_in_stalls": 0.909}
     quiet = media_load._stalls([np.full(5, 0.1)], [np.arange(5, dtype=np.int64)], 1)
     assert quiet["late_packets"] == 0 and quiet["stall_periods"] == 0
+
+
+profile_serve = load("profile_serve")
+
+# callgrind_annotate's inclusive listing and caller tree, trimmed: a compiled function can be
+# listed under two spellings of its source file, with the same count.
+ANNOTATED = """\
+--------------------------------------------------------------------------------
+1,000,000 (100.0%)  PROGRAM TOTALS
+--------------------------------------------------------------------------------
+900,000 (90.00%)  /w/build/native/c/__native_x.c:CPyDef_server___SipEdge___receive
+900,000 (90.00%)  build/native/c/__native_x.c:CPyDef_server___SipEdge___receive [/w/x.so]
+180,000 (18.00%)  build/native/c/__native_x.c:CPyDef_message___parse_message [/w/x.so]
+"""
+CALLER_TREE = """\
+ 120,000 (12.00%)  < build/native/c/__native_x.c:CPyDef_server___SipEdge___receive (6x) [/w/x.so]
+  60,000 (6.00%)  < build/native/c/__native_x.c:CPyDef_server___SipEdge____retry (3x) [/w/x.so]
+ 180,000 (18.00%)  *  build/native/c/__native_x.c:CPyDef_message___parse_message [/w/x.so]
+ 160,000 (16.00%)  >   build/native/c/__native_x.c:CPyDef_message____crlf_lines (9x) [/w/x.so]
+
+ 900,000 (90.00%)  < /w/n.c:CPyDef_sip_transport____UdpProtocol___datagram_received (9x)
+ 900,000 (90.00%)  *  build/native/c/__native_x.c:CPyDef_server___SipEdge___receive [/w/x.so]
+ 180,000 (18.00%)  >   build/native/c/__native_x.c:CPyDef_message___parse_message (9x) [/w/x.so]
+"""
+
+
+def test_profile_serve_reads_totals_inclusive_counts_and_calls() -> None:
+    assert profile_serve._total(ANNOTATED) == 1_000_000
+    assert profile_serve._inclusive(ANNOTATED, "CPyDef_server___SipEdge___receive") == 900_000
+    assert profile_serve._inclusive(ANNOTATED, "CPyDef_message___parse_message") == 180_000
+    assert profile_serve._inclusive(ANNOTATED, "CPyDef_sdp___answer_offer") == 0
+    # Calls come from the callers' lines above the function's own entry, callees not counted.
+    assert profile_serve._calls_of(CALLER_TREE, "CPyDef_message___parse_message") == 9
+    assert profile_serve._calls_of(CALLER_TREE, "CPyDef_server___SipEdge___receive") == 9
