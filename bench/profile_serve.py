@@ -31,10 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-TRUNK = ROOT / "src" / "byeline" / "examples" / "five9-trunk.json"
-SCENARIO = ROOT / "bench" / "scenarios" / "five9_uac.xml"
-SERVICE = "+18005550100"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import ROOT, SERVICE, scenario, serve_argv  # bench/run.py: the same server and call
 
 #: Parts of the event-loop thread, by compiled function (inclusive counts; they nest, see below).
 PARTS: list[tuple[str, str]] = [
@@ -68,13 +66,13 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _sipp(port: int, scenario: Path, calls: int, rate: float, local_port: int) -> None:
+def _sipp(port: int, uac: Path, calls: int, rate: float, local_port: int) -> None:
     subprocess.run(
         [
             "sipp",
             f"127.0.0.1:{port}",
             "-sf",
-            str(scenario),
+            str(uac),
             "-s",
             SERVICE,
             "-i",
@@ -141,9 +139,7 @@ def _calls_of(caller_tree: str, function: str) -> int:
 def measure(calls: int, rate: float, warmup: int) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="byeline-profile-serve-"))
     port, uac_port = _free_port(), _free_port()
-    text = SCENARIO.read_text().replace('  <pause milliseconds="HOLD_MS"/>\n', "")
-    scenario = work / "uac.xml"
-    scenario.write_text(text)
+    uac = scenario(work, hold_ms=0)
     out = work / "callgrind.out"
     log = (work / "serve.log").open("wb")
     server = subprocess.Popen(
@@ -152,24 +148,7 @@ def measure(calls: int, rate: float, warmup: int) -> dict[str, Any]:
             "--tool=callgrind",
             "--separate-threads=yes",
             f"--callgrind-out-file={out}",
-            sys.executable,
-            "-m",
-            "byeline.cli",
-            "serve",
-            "--trunk",
-            str(TRUNK),
-            "--sip",
-            f"udp:127.0.0.1:{port}",
-            "--db",
-            str(work / "calls.db"),
-            "--rtp-ports",
-            "20000-45000",
-            "--max-calls",
-            "100000",
-            "--media-timeout",
-            "3600",
-            "--log-level",
-            "warning",
+            *serve_argv(port, str(work / "calls.db")),
         ],
         stdout=log,
         stderr=log,
@@ -182,12 +161,12 @@ def measure(calls: int, rate: float, warmup: int) -> dict[str, Any]:
             if server.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit("byeline serve did not start under valgrind")
             time.sleep(0.5)
-        _sipp(port, scenario, warmup, rate, uac_port)
+        _sipp(port, uac, warmup, rate, uac_port)
         time.sleep(2)
         subprocess.run(
             ["callgrind_control", "-z", str(server.pid)], capture_output=True, check=True
         )
-        _sipp(port, scenario, calls, rate, uac_port)
+        _sipp(port, uac, calls, rate, uac_port)
         time.sleep(3)
         subprocess.run(
             ["callgrind_control", "-d", str(server.pid)], capture_output=True, check=True

@@ -146,30 +146,40 @@ def pinned(core: str, argv: list[str]) -> list[str]:
     return ["taskset", "-c", core, *PRIORITY, *argv]
 
 
+def serve_argv(port: int, db: str, rtp_ports: str = "20000-45000") -> list[str]:
+    """``byeline serve`` as the benchmarks run it: the example trunk on loopback UDP ``port``,
+    call records in ``db`` ('' for none), no call limit to speak of, no media timeout."""
+    return [
+        sys.executable,
+        "-m",
+        "byeline.cli",
+        "serve",
+        "--trunk",
+        str(TRUNK),
+        "--sip",
+        f"udp:127.0.0.1:{port}",
+        "--db",
+        db,
+        "--rtp-ports",
+        rtp_ports,
+        "--max-calls",
+        "100000",
+        "--media-timeout",
+        "3600",
+        "--log-level",
+        "warning",
+    ]
+
+
 def start_server(kind: str, port: int, work: Path, **extra: Any) -> Server:
     """Start one UAS on core 0 and wait (bounded) until it listens."""
     log_path = work / f"{kind}-{port}.log"
     if kind == "byeline":
-        argv = [
-            sys.executable,
-            "-m",
-            "byeline.cli",
-            "serve",
-            "--trunk",
-            str(TRUNK),
-            "--sip",
-            f"udp:127.0.0.1:{port}",
-            "--db",
+        argv = serve_argv(
+            port,
             extra.get("db", str(work / f"byeline-{port}.db")),
-            "--rtp-ports",
             extra.get("rtp_ports", "20000-45000"),
-            "--max-calls",
-            "100000",
-            "--media-timeout",
-            "3600",
-            "--log-level",
-            "warning",
-        ]
+        )
         ready = "ready on"
     elif kind == "sippy":
         argv = [sys.executable, str(BENCH / "sippy_uas.py"), "127.0.0.1", str(port)]
