@@ -458,14 +458,16 @@ class VoiceAgentRunner:
         So the providers byeline builds (the intent engine, espeak-ng, pocketsphinx, LiveKit's
         OpenAI plugin) are copied for each session: a shallow copy, whose options, HTTP client,
         decoder workers and caches are the shared object's, with an event emitter of its own.
-        Any other provider is shared as given. (The streaming pocketsphinx STT is made per
-        session by ``for_session``; the VAD by :meth:`session_vad`.)
+        Any other provider is shared as given. A pocketsphinx STT that is streamed (see the
+        class) gives each session its own :meth:`~.speech.PocketsphinxSTT.for_session`; the VAD
+        is :meth:`session_vad`'s.
         """
-        return (
-            _per_session(self.stt),
-            _per_session(self.llm),
-            _per_session(self.tts),
-        )
+        stt = self.stt
+        if isinstance(stt, PocketsphinxSTT) and self.vad is not None and self.stream_stt:
+            # Decoded while the caller speaks: the session's VAD opens each utterance and
+            # LiveKit flushes it at the VAD's end of speech (manual_flush).
+            return stt.for_session(), _per_session(self.llm), _per_session(self.tts)
+        return _per_session(stt), _per_session(self.llm), _per_session(self.tts)
 
     def session_vad(self) -> lk_vad.VAD | None:
         """The VAD of one call's session.
@@ -505,16 +507,11 @@ class VoiceAgentRunner:
         }
         options.update(self.session_options)
         stt, llm, tts = self.session_providers()
-        streaming: PocketsphinxSessionSTT | None = None
-        if isinstance(self.stt, PocketsphinxSTT) and self.vad is not None and self.stream_stt:
-            # Decoded while the caller speaks: the session's VAD opens each utterance (below)
-            # and LiveKit flushes it at the VAD's end of speech (manual_flush).
-            stt = streaming = self.stt.for_session()
         session: AgentSession[HandbackContext] = AgentSession(
             stt=stt, vad=self.session_vad(), llm=llm, tts=tts, userdata=state, **options
         )
-        if streaming is not None:
-            opened = streaming
+        if isinstance(stt, PocketsphinxSessionSTT):
+            opened = stt  # the session's VAD opens each utterance
 
             def on_user_state(ev: UserStateChangedEvent) -> None:
                 if ev.new_state == "speaking":
