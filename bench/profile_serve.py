@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import ROOT, SERVICE, scenario, serve_argv  # bench/run.py: the same server and call
+from run import ROOT, scenario, serve_argv, sipp_uac  # bench/run.py: the same server and call
 
 #: Parts of the event-loop thread, by compiled function (inclusive counts; they nest, see below).
 PARTS: list[tuple[str, str]] = [
@@ -66,31 +66,15 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _sipp(port: int, uac: Path, calls: int, rate: float, local_port: int) -> None:
+def _sipp(port: int, uac: Path, calls: int, rate: int) -> None:
+    """``calls`` of the benchmark's call at ``rate``, with the UAC `make bench` runs."""
+    timeout = calls / rate + 60
     subprocess.run(
-        [
-            "sipp",
-            f"127.0.0.1:{port}",
-            "-sf",
-            str(uac),
-            "-s",
-            SERVICE,
-            "-i",
-            "127.0.0.1",
-            "-p",
-            str(local_port),
-            "-m",
-            str(calls),
-            "-r",
-            str(rate),
-            "-nostdin",
-            "-timeout",
-            f"{int(calls / rate) + 60}s",
-        ],
+        sipp_uac(port, uac, rate, calls, 50000 + port % 1000 * 4, timeout),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         check=False,
-        timeout=calls / rate + 120,
+        timeout=timeout + 60,
     )
 
 
@@ -136,9 +120,9 @@ def _calls_of(caller_tree: str, function: str) -> int:
     return best
 
 
-def measure(calls: int, rate: float, warmup: int) -> dict[str, Any]:
+def measure(calls: int, rate: int, warmup: int) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="byeline-profile-serve-"))
-    port, uac_port = _free_port(), _free_port()
+    port = _free_port()
     uac = scenario(work, hold_ms=0)
     out = work / "callgrind.out"
     log = (work / "serve.log").open("wb")
@@ -161,12 +145,12 @@ def measure(calls: int, rate: float, warmup: int) -> dict[str, Any]:
             if server.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit("byeline serve did not start under valgrind")
             time.sleep(0.5)
-        _sipp(port, uac, warmup, rate, uac_port)
+        _sipp(port, uac, warmup, rate)
         time.sleep(2)
         subprocess.run(
             ["callgrind_control", "-z", str(server.pid)], capture_output=True, check=True
         )
-        _sipp(port, uac, calls, rate, uac_port)
+        _sipp(port, uac, calls, rate)
         time.sleep(3)
         subprocess.run(
             ["callgrind_control", "-d", str(server.pid)], capture_output=True, check=True
@@ -184,7 +168,7 @@ def measure(calls: int, rate: float, warmup: int) -> dict[str, Any]:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def analyse(work: Path, calls: int, rate: float) -> dict[str, Any]:
+def analyse(work: Path, calls: int, rate: int) -> dict[str, Any]:
     """Per-call figures from the dump ``callgrind_control -d`` wrote after the counted calls."""
     dumps = sorted(work.glob("callgrind.out.1-*"))
     threads = [(path, _annotate(path)) for path in dumps]
@@ -214,7 +198,7 @@ def analyse(work: Path, calls: int, rate: float) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=400)
-    parser.add_argument("--rate", type=float, default=8.0, help="calls/s (low: see above)")
+    parser.add_argument("--rate", type=int, default=8, help="calls/s (low: see above)")
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
