@@ -466,8 +466,10 @@ class VoiceAgentRunner:
         if isinstance(stt, PocketsphinxSTT) and self.vad is not None and self.stream_stt:
             # Decoded while the caller speaks: the session's VAD opens each utterance and
             # LiveKit flushes it at the VAD's end of speech (manual_flush).
-            return stt.for_session(), _per_session(self.llm), _per_session(self.tts)
-        return _per_session(stt), _per_session(self.llm), _per_session(self.tts)
+            session_stt: lk_stt.STT[Any] = stt.for_session()
+        else:
+            session_stt = _per_session(stt)
+        return session_stt, _per_session(self.llm), _per_session(self.tts)
 
     def session_vad(self) -> lk_vad.VAD | None:
         """The VAD of one call's session.
