@@ -386,10 +386,14 @@ class SipEdge:
             await leg.call.hangup(ended_by=EndedBy.SHUTDOWN)
 
         if legs:
-            await asyncio.wait(
+            _, pending = await asyncio.wait(
                 [self._spawn(end(leg)) for leg in legs],
                 timeout=self.config.shutdown_grace,
             )
+            if pending:
+                self._end_at_grace()
+                # The hangups just resolved record their calls on their next turn.
+                await asyncio.wait(pending, timeout=1.0)
         for leg in list(self._legs.values()):
             if leg.agent_task is not None and not leg.agent_task.done():
                 leg.agent_task.cancel()
@@ -400,6 +404,25 @@ class SipEdge:
             self._sweeper.cancel()
             self._sweeper = None
         log.info("SIP edge counters: %s", " ".join(f"{k}={v}" for k, v in self.stats.items()))
+
+    def _end_at_grace(self) -> None:
+        """The shutdown grace is over: end every call still in progress, on its record.
+
+        A BYE still unanswered is given up (delivery ``timeout``: the route and the BYE's
+        headers are on the record already); a call whose BYE has not left yet (the agent's
+        shutdown route still running) ends ``not_sent``.  Without this the rows stay
+        ``active`` until the next start marks them interrupted.
+        """
+        for leg in list(self._active.values()):
+            future = leg.bye_future
+            if future is not None and not future.done():
+                log.warning("%s: BYE unanswered when the shutdown grace ended", leg.call.call_id)
+                future.set_result(None)
+            elif not leg.call.ended:
+                log.warning("%s: no BYE sent before the shutdown grace ended", leg.call.call_id)
+                self._end_leg(
+                    leg, CallResult(ended_by=EndedBy.SHUTDOWN, delivery=Delivery.NOT_SENT)
+                )
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run ``coro`` as a task the edge keeps a reference to until it ends."""
@@ -1403,6 +1426,8 @@ class SipEdge:
         call._set_status(CallState.ENDING)
         assert leg.dialog is not None
         flow = await self._bye_flow(leg)
+        if call.result is not None:
+            return call.result  # ended while a new connection was being opened (shutdown)
         if flow is None:
             # The caller's TCP/TLS connection is gone and its Contact takes no new one: no BYE
             # can carry the headers (the route stays in the record for the API and webhooks).
