@@ -25,6 +25,7 @@ NATIVE_MODULES: tuple[str, ...] = (
     "byeline.sip.entropy",
     "byeline.edge.attributes",
     "byeline.edge.call",
+    "byeline.edge.overload",
     "byeline.edge.server",
     "byeline.edge.timers",
     "byeline.edge.trunk",

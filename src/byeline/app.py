@@ -253,6 +253,7 @@ def build_app(cfg: ServeConfig, *, store: Any = None) -> App:
         timers=TimerConfig(t1=cfg.sip_t1),
         invite_rate=cfg.invite_rate,
         invite_burst=cfg.invite_burst,
+        overload_delay=cfg.overload_delay,
         drop_user_agents=(
             SCANNER_USER_AGENTS if cfg.drop_user_agents is None else tuple(cfg.drop_user_agents)
         ),

@@ -122,6 +122,12 @@ def _build_parser() -> argparse.ArgumentParser:
         "--invite-burst", type=int, help="burst of refused INVITEs per source IP (default 100)"
     )
     serve.add_argument(
+        "--overload-delay",
+        type=float,
+        help="seconds of unread SIP messages past which new INVITEs get 503 with Retry-After "
+        "(default 0.25; 0: never)",
+    )
+    serve.add_argument(
         "--drop-user-agents",
         help="comma-separated User-Agent product names whose requests are dropped unanswered "
         '(default: known SIP scanners such as friendly-scanner, sipvicious, sipcli; "" for none)',
@@ -303,6 +309,7 @@ def _serve(args: argparse.Namespace) -> int:
         "log_level": args.log_level,
         "invite_rate": args.invite_rate,
         "invite_burst": args.invite_burst,
+        "overload_delay": args.overload_delay,
         "drop_user_agents": args.drop_user_agents,
     }
     cfg = load_config(args.config, flags)

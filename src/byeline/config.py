@@ -69,6 +69,8 @@ class ServeConfig:
     invite_rate: float = 50.0
     """Refused or challenged INVITEs per second per source IP; past it they are dropped."""
     invite_burst: int = 100
+    overload_delay: float = 0.25
+    """Seconds of unread SIP messages past which new INVITEs get 503 (0: never)."""
     drop_user_agents: list[str] | None = None
     """User-Agent product names whose requests are dropped unanswered.  None (the default):
     the edge's list of SIP scanners (``byeline.edge.server.SCANNER_USER_AGENTS``); an empty
@@ -161,6 +163,10 @@ def load_config(
         raise ConfigError(
             f"invite_rate {cfg.invite_rate!r} / invite_burst {cfg.invite_burst!r}: "
             "need a rate >= 0 (0: no limit) and a burst >= 1"
+        )
+    if not 0 <= cfg.overload_delay <= 10:
+        raise ConfigError(
+            f"overload_delay {cfg.overload_delay!r}: need 0 (off) to 10 seconds of SIP backlog"
         )
     if cfg.drop_user_agents is not None:
         cfg.drop_user_agents = [a.strip() for a in cfg.drop_user_agents if a.strip()]

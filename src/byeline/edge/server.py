@@ -67,6 +67,7 @@ from ..sip.transaction import (
 )
 from . import attributes as attrs
 from .call import Call, CallResult, CallState, Delivery, EndedBy, HeaderRefusal, new_call_id
+from .overload import OverloadGate, probe_interval
 from .timers import Timers
 from .trunk import DispatchRule, DispatchRuleSet, Trunk, TrunkMatchResult, TrunkSet
 
@@ -162,6 +163,10 @@ class EdgeConfig:
     rtp_port_rest: float | None = 2.0
     """Seconds an ended call's RTP port stays parked (bound, dropping late packets) before a
     new call may take it with its open socket; None closes each call's port at once."""
+    overload_delay: float = 0.25
+    """Seconds a SIP message may wait unread on a UDP listener (measured by a probe) before
+    new INVITEs get 503 with Retry-After (``overload.OverloadGate``); 0 turns the gate off.
+    Half of T1: the callers' retransmissions never join the backlog."""
 
 
 class SourceRateLimiter:
@@ -341,6 +346,8 @@ class SipEdge:
             "dropped_user_agent": 0,
         }
         self.limiter = SourceRateLimiter(config.invite_rate, config.invite_burst)
+        self.overload = OverloadGate(config.overload_delay)
+        self._overload_logged = (0.0, 0)  # (last log, refusals counted then)
         self._drop_agents = frozenset(a.lower() for a in config.drop_user_agents)
         self._agent_verdicts: dict[bytes, bool] = {}
         self._limit_logged: dict[str, tuple[float, int]] = {}  # ip: (last log, drops since)
@@ -355,6 +362,8 @@ class SipEdge:
         bound = []
         for spec in self.config.listen:
             bound.append(await self.transports.listen(spec))
+        if self.overload.enabled:
+            self.transports.start_probes(probe_interval(self.overload.max_delay))
         for b in bound:
             log.info("listening on %s", b)
         return bound
@@ -797,11 +806,25 @@ class SipEdge:
             trying = make_response(invite, 100, headers=[("Server", self.config.user_agent)])
             self._run_server(txn, flow, txn.respond(trying, self._now()), None, to)
 
-        def refuse(status: int, why: str, headers: list[tuple[str, str]] | None = None) -> None:
+        def refuse(
+            status: int,
+            why: str,
+            headers: list[tuple[str, str]] | None = None,
+            *,
+            overload: bool = False,
+        ) -> None:
             self.stats["rejected"] += 1
             self.stats[f"rejected_{status}"] = self.stats.get(f"rejected_{status}", 0) + 1
+            # A token even when overloaded: a source no trunk allows that floods us is then
+            # dropped unanswered, cheaper than a 503 (a trunk's own addresses never are).
             self.limiter.charge(flow.remote[0], self._now())
-            log.info("%d to INVITE %s from %s: %s", status, invite.call_id, flow.peer, why)
+            if overload:
+                # Logged once a second, not once an INVITE: a line per refusal would cost
+                # the time the gate saves.
+                self.stats["overloaded"] = self.stats.get("overloaded", 0) + 1
+                self._log_overload()
+            else:
+                log.info("%d to INVITE %s from %s: %s", status, invite.call_id, flow.peer, why)
             response = make_response(
                 invite,
                 status,
@@ -812,6 +835,10 @@ class SipEdge:
 
         if self.shutting_down:
             refuse(503, "shutting down", [("Retry-After", "30")])
+            return
+        gate = self.overload
+        if gate.max_delay > 0 and not gate.admit(self.transports.queue_delay(self._now())):
+            refuse(503, "overloaded", [("Retry-After", "1")], overload=True)
             return
         if len(self._active) >= self.config.max_calls:
             refuse(486, f"at --max-calls {self.config.max_calls}")
@@ -977,6 +1004,22 @@ class SipEdge:
             self._answer(leg, body)
         except Exception:
             log.exception("%s: internal error answering", leg.call.call_id)
+
+    def _log_overload(self) -> None:
+        """One warning a second while the overload gate refuses INVITEs."""
+        now = self._now()
+        last, counted = self._overload_logged
+        if now - last < 1.0:
+            return
+        refused = self.overload.refused
+        log.warning(
+            "overloaded: %d new INVITEs refused with 503 since the last warning "
+            "(SIP messages wait %.0f ms unread, the limit is %.0f ms)",
+            refused - counted,
+            self.overload.delay * 1000,
+            self.overload.max_delay * 1000,
+        )
+        self._overload_logged = (now, refused)
 
     def _check_auth(self, invite: Request, trunk: Trunk) -> Verdict:
         value = invite.headers.get("Authorization") or invite.headers.get("Proxy-Authorization")
