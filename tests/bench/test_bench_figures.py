@@ -194,3 +194,25 @@ def test_profile_serve_reads_totals_inclusive_counts_and_calls() -> None:
     # Calls come from the callers' lines above the function's own entry, callees not counted.
     assert profile_serve._calls_of(CALLER_TREE, "CPyDef_message___parse_message") == 9
     assert profile_serve._calls_of(CALLER_TREE, "CPyDef_server___SipEdge___receive") == 9
+
+
+overload = load("overload")
+
+COUNTS = (
+    "CurrentTime;ElapsedTime;0_INVITE_Sent;0_INVITE_Retrans;1_100_Recv;2_180_Recv;3_503_Recv;"
+    "3_503_Retrans;4_200_Recv;\n"
+    "2026-11-28\t17:48:46.59\t1795888126.59;00:00:01:003000;2400;0;0;2294;12;0;2282;\n"
+    "2026-11-28\t17:48:49.78\t1795888129.78;00:00:04:192000;9600;0;0;9600;345;2;9255;\n"
+)
+
+
+def test_overload_scenario_acks_a_503_and_its_count_is_read(tmp_path: Any) -> None:
+    text = overload.overload_scenario(tmp_path).read_text()
+    refused = text.index('<recv response="503" optional="true" next="refused"/>')
+    assert text.index('<recv response="180"') < refused < text.index('<recv response="200" rtd')
+    branch = text[text.index('<label id="refused"/>') :]
+    assert "ACK sip:" in branch and "CSeq: 1 ACK" in branch and "[peer_tag_param]" in branch
+    assert text.index('<nop next="done"/>') < text.index('<label id="refused"/>')
+    assert text.rstrip().endswith("</scenario>") and '<label id="done"/>' in text
+    (tmp_path / "five9_uac_1_counts.csv").write_text(COUNTS)
+    assert overload.sipp_503s(tmp_path) == 345  # the last row, received (not retransmitted)
