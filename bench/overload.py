@@ -260,9 +260,12 @@ def main() -> int:
                 "invite_200_p99_ms",
             )
         }
-        summary[label]["ended_by_timeout"] = spread(
-            [r["records"].get("ended_by_timeout", 0) for r in mine]
-        )
+        for ended in ("caller", "timeout", "shutdown"):
+            # caller: the calls byeline saw through; timeout: its ACK timer ended calls SIPp
+            # completed; shutdown: still in progress 36 s after SIPp stopped.
+            summary[label][f"ended_by_{ended}"] = spread(
+                [r["records"].get(f"ended_by_{ended}", 0) for r in mine]
+            )
     on_g, off_g = summary["gate_on"]["goodput_per_s"], summary["gate_off"]["goodput_per_s"]
     if on_g and off_g and off_g["median"]:
         summary["goodput_ratio_on_off"] = round(on_g["median"] / off_g["median"], 2)
