@@ -102,6 +102,8 @@ async def test_metrics_after_calls(served: Served) -> None:
     assert "byeline_handback_latency_seconds_count 1.0" in text
     assert re.search(r'byeline_sip_events_total\{event="invites"\} [1-9]', text)
     assert "byeline_store_database_up 1.0" in text
+    wait = re.search(r"^byeline_sip_queue_wait_seconds (\S+)$", text, re.M)
+    assert wait is not None and 0 <= float(wait.group(1)) < 0.25  # an idle server's queue
 
 
 async def test_auth_and_errors(served: Served) -> None:

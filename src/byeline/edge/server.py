@@ -373,6 +373,11 @@ class SipEdge:
         """The calls in progress."""
         return [leg.call for leg in self._active.values()]
 
+    def queue_wait(self) -> float:
+        """How long a SIP message waits unread on the UDP listeners now, seconds (the overload
+        gate's measure; 0 with the gate off)."""
+        return self.transports.queue_delay(self._now())
+
     @property
     def active_calls(self) -> int:
         """How many calls are in progress (admission reads it on every INVITE)."""

@@ -94,12 +94,15 @@ class Metrics:
         active_calls: Callable[[], int] | None = None,
         edge_stats: Callable[[], dict[str, int]] | None = None,
         store_stats: Callable[[], Any] | None = None,
+        queue_wait: Callable[[], float] | None = None,
     ) -> None:
         """Read these at every scrape: the number of calls in progress, the edge's counters
-        (``SipEdge.stats``) and the store's :class:`~byeline.store.StoreStats`."""
+        (``SipEdge.stats``), the store's :class:`~byeline.store.StoreStats` and how long SIP
+        messages wait unread (``SipEdge.queue_wait``)."""
         self._live.active_calls = active_calls
         self._live.edge_stats = edge_stats
         self._live.store_stats = store_stats
+        self._live.queue_wait = queue_wait
 
     def started_at(self, call_id: str) -> float | None:
         """When a call in progress started (epoch seconds), if this process saw it start."""
@@ -198,6 +201,7 @@ class _LiveCollector(Collector):
         self.active_calls: Callable[[], int] | None = None
         self.edge_stats: Callable[[], dict[str, int]] | None = None
         self.store_stats: Callable[[], Any] | None = None
+        self.queue_wait: Callable[[], float] | None = None
 
     def describe(self) -> list[Metric]:
         return []  # unchecked: the families depend on what is watched
@@ -214,6 +218,13 @@ class _LiveCollector(Collector):
             for name, value in sorted(self.edge_stats().items()):
                 family.add_metric([name], value)
             yield family
+        if self.queue_wait is not None:
+            yield GaugeMetricFamily(
+                "byeline_sip_queue_wait_seconds",
+                "How long a SIP message waits unread on the UDP listeners (the overload gate's "
+                "measure; past --overload-delay new INVITEs get 503).",
+                value=self.queue_wait(),
+            )
         if self.store_stats is not None:
             stats = self.store_stats()
             yield GaugeMetricFamily(

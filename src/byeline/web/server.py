@@ -196,6 +196,7 @@ async def start_http(
     metrics.watch(
         active_calls=(lambda: len(edge.calls)) if edge is not None else None,
         edge_stats=(lambda: dict(edge.stats)) if edge is not None else None,
+        queue_wait=edge.queue_wait if edge is not None else None,
         store_stats=lambda: store.stats,
     )
     store.subscribe(metrics.observe)
