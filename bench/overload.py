@@ -45,6 +45,9 @@ from run import (
     pinned,
     scenario,
     serve_argv,
+    sipp_rtds,
+    sipp_stats,
+    sipp_traces,
     sipp_uac,
     spread,
 )
@@ -155,18 +158,7 @@ def one_run(gate: float, rate: int, seconds: float, work: Path, n: int) -> dict[
     scen = overload_scenario(run_dir)
     sipp = [
         *sipp_uac(port, scen, rate, calls, 52000 + n * 40 + (0 if gate else 20), seconds + 9),
-        "-l",
-        str(rate * 10),
-        "-buff_size",
-        str(4 << 20),
-        "-trace_stat",
-        "-stf",
-        "stat.csv",
-        "-fd",
-        "1",
-        "-trace_rtt",
-        "-rtt_freq",
-        "1",
+        *sipp_traces(rate * 10),
         "-trace_counts",
     ]
     s0, w0 = proc_sample(server.pid), time.monotonic()
@@ -182,22 +174,12 @@ def one_run(gate: float, rate: int, seconds: float, work: Path, n: int) -> dict[
     time.sleep(SETTLE_S)
     s1, wall = proc_sample(server.pid), time.monotonic() - w0
     stop_process(server, 20)
-    stats: dict[str, str] = {}
-    rows = list(csv.reader((run_dir / "stat.csv").open(), delimiter=";"))
-    if len(rows) > 1:
-        stats = dict(zip(rows[0], rows[-1], strict=False))
+    stats = sipp_stats(run_dir)
     ended = int(stats.get("SuccessfulCall(C)", 0) or 0)
     failed = int(stats.get("FailedCall(C)", 0) or 0)
     refused = sipp_503s(run_dir)
     ok = ended - refused
-    invite_ms: list[float] = []
-    for rtt in run_dir.glob("*_rtt.csv"):
-        with rtt.open() as fh:
-            next(fh, None)
-            for line in fh:
-                parts = line.strip().split(";")
-                if len(parts) >= 3 and parts[2] == "1":
-                    invite_ms.append(float(parts[1]))
+    invite_ms = [ms for _, ms in sipp_rtds(run_dir)[0]]
     result: dict[str, Any] = {
         "overload_delay": gate,
         "rate": rate,

@@ -293,6 +293,55 @@ def sipp_uac(
     ]
 
 
+def sipp_traces(limit: int) -> list[str]:
+    """SIPp's options for a measured step: at most ``limit`` calls open, 4 MB socket buffers,
+    the per-second statistics in ``stat.csv`` and every call's response times."""
+    return [
+        "-l",
+        str(limit),
+        "-buff_size",
+        str(4 << 20),
+        "-trace_stat",
+        "-stf",
+        "stat.csv",
+        "-fd",
+        "1",
+        "-trace_rtt",
+        "-rtt_freq",
+        "1",
+    ]
+
+
+def sipp_stats(step_dir: Path) -> dict[str, str]:
+    """SIPp's last row of ``stat.csv`` (cumulative counters) by column name; {} if none."""
+    stat_file = step_dir / "stat.csv"
+    if stat_file.exists():
+        rows = list(csv.reader(stat_file.open(), delimiter=";"))
+        if len(rows) > 1:
+            return dict(zip(rows[0], rows[-1], strict=False))
+    return {}
+
+
+def sipp_rtds(step_dir: Path) -> tuple[list[tuple[float, float]], list[float]]:
+    """SIPp's response times: INVITE→200 as (time, ms) in time order, and BYE→200 in ms."""
+    rtd1: list[tuple[float, float]] = []
+    rtd2: list[float] = []
+    for rtt in step_dir.glob("*_rtt.csv"):
+        with rtt.open() as fh:
+            next(fh, None)
+            for line in fh:
+                parts = line.strip().split(";")
+                if len(parts) >= 3:
+                    with contextlib.suppress(ValueError):
+                        at, ms = float(parts[0]), float(parts[1])
+                        if parts[2] == "1":
+                            rtd1.append((at, ms))
+                        else:
+                            rtd2.append(ms)
+    rtd1.sort()
+    return rtd1, rtd2
+
+
 def sipp_step(
     kind: str, rate: int, duration: float, work: Path, hold_ms: int, **server_extra: Any
 ) -> dict[str, Any]:
@@ -307,18 +356,7 @@ def sipp_step(
     # retransmissions anyway; an overloaded step needs no longer drain to fail.
     argv = [
         *sipp_uac(port, scen, rate, calls, 50000 + port % 1000 * 4, duration + 9),
-        "-l",
-        str(max(1000, rate * 10)),
-        "-buff_size",
-        str(4 << 20),
-        "-trace_stat",
-        "-stf",
-        "stat.csv",
-        "-fd",
-        "1",
-        "-trace_rtt",
-        "-rtt_freq",
-        "1",
+        *sipp_traces(max(1000, rate * 10)),
     ]
     s0, i0, w0 = proc_sample(server.pid), cores_idle(), time.monotonic()
     uac = subprocess.Popen(
@@ -344,31 +382,12 @@ def sipp_step(
     # Nothing is read from the server after a step: an overloaded one that is still working
     # off its backlog is killed after 3 s instead of 15 (a third of a failing step's time).
     server.stop(grace=3.0)
-    stats: dict[str, str] = {}
-    stat_file = step_dir / "stat.csv"
-    if stat_file.exists():
-        rows = list(csv.reader(stat_file.open(), delimiter=";"))
-        if len(rows) > 1:
-            stats = dict(zip(rows[0], rows[-1], strict=False))
+    stats = sipp_stats(step_dir)
     created = int(stats.get("TotalCallCreated", 0) or 0)
     ok_calls = int(stats.get("SuccessfulCall(C)", 0) or 0)
     failed = int(stats.get("FailedCall(C)", 0) or 0)
     retrans = int(stats.get("Retransmissions(C)", 0) or 0)
-    rtd1: list[tuple[float, float]] = []
-    rtd2: list[float] = []
-    for rtt in step_dir.glob("*_rtt.csv"):
-        with rtt.open() as fh:
-            next(fh, None)
-            for line in fh:
-                parts = line.strip().split(";")
-                if len(parts) >= 3:
-                    with contextlib.suppress(ValueError):
-                        at, ms = float(parts[0]), float(parts[1])
-                        if parts[2] == "1":
-                            rtd1.append((at, ms))
-                        else:
-                            rtd2.append(ms)
-    rtd1.sort()
+    rtd1, rtd2 = sipp_rtds(step_dir)
     invite_ms = [v for _, v in rtd1]
     last_quarter = invite_ms[len(invite_ms) * 3 // 4 :]
     first_quarter = invite_ms[: len(invite_ms) // 4]

@@ -24,6 +24,19 @@ class RawSipPeer:
         """Send one datagram."""
         self.sock.sendto(data, to)
 
+    def send_invite(self, target: tuple[str, int], number: str, call_id: str) -> None:
+        """Send an INVITE to ``number`` whose Via names this peer truthfully."""
+        self.send(
+            invite(
+                target=target,
+                via_host=self.host,
+                via_port=self.port,
+                number=number,
+                call_id=call_id,
+            ),
+            target,
+        )
+
     async def final(self, timeout: float = 2.0, call_id: str | None = None) -> bytes | None:
         """The first final (non-1xx) response within ``timeout`` (to ``call_id`` if given:
         retransmissions of earlier answers are skipped), or None."""

@@ -7,7 +7,7 @@ import socket
 from typing import Any
 
 import pytest
-from hostile_peer import RawSipPeer, invite, status
+from hostile_peer import RawSipPeer, status
 
 from byeline.config import ConfigError, load_config
 from byeline.edge.server import SCANNER_USER_AGENTS, SourceRateLimiter, user_agent_product
@@ -110,16 +110,7 @@ async def test_limit_drops_unknown_sources_never_allowed_ones(serve: Any) -> Non
         for n in range(6):  # to a number no trunk serves: 404 each
             for name, peer in (("allowed", allowed), ("stranger", stranger)):
                 call_id = f"limit-{name}-{n}"
-                peer.send(
-                    invite(
-                        target=target,
-                        via_host=peer.host,
-                        via_port=peer.port,
-                        number="+18005550999",
-                        call_id=call_id,
-                    ),
-                    target,
-                )
+                peer.send_invite(target, "+18005550999", call_id)
                 answers[name].append(status(await peer.final(0.5, call_id)))
     finally:
         allowed.close()
