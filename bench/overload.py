@@ -35,21 +35,19 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from procs import proc_sample, stop_process
+from procs import proc_sample
 from run import (
     LOAD_CORE,
     ROOT,
-    SERVER_CORE,
-    SERVER_ENV,
     percentile,
     pinned,
     scenario,
-    serve_argv,
     sipp_rtds,
     sipp_stats,
     sipp_traces,
     sipp_uac,
     spread,
+    start_server,
 )
 
 #: After SIPp stops: long enough for byeline's ACK timer (64*T1 = 32 s) on the last calls.
@@ -136,24 +134,9 @@ def one_run(gate: float, rate: int, seconds: float, work: Path, n: int) -> dict[
     run_dir = Path(tempfile.mkdtemp(prefix=f"overload-{gate}-{n}-", dir=work))
     port = 16100 + n * 20 + (0 if gate else 10)
     db = run_dir / "byeline.db"
-    argv = [*serve_argv(port, str(db)), "--overload-delay", str(gate)]
-    log_path = run_dir / "serve.log"
-    with log_path.open("wb") as out:
-        server = subprocess.Popen(
-            pinned(SERVER_CORE, argv),
-            stdout=out,
-            stderr=out,
-            cwd=run_dir,
-            start_new_session=True,
-            env=SERVER_ENV,
-        )
-    deadline = time.monotonic() + 30
-    while "ready on" not in log_path.read_text(errors="replace"):
-        if server.poll() is not None or time.monotonic() > deadline:
-            stop_process(server, 5)
-            raise RuntimeError(f"byeline did not start: {log_path.read_text()[-500:]}")
-        time.sleep(0.1)
-    time.sleep(0.3)
+    server = start_server(
+        "byeline", port, run_dir, db=str(db), args=["--overload-delay", str(gate)]
+    )
     calls = int(rate * seconds)
     scen = overload_scenario(run_dir)
     sipp = [
@@ -173,7 +156,7 @@ def one_run(gate: float, rate: int, seconds: float, work: Path, n: int) -> dict[
     # Let byeline finish what it admitted (its queue, its 200 retransmissions, its ACK timers).
     time.sleep(SETTLE_S)
     s1, wall = proc_sample(server.pid), time.monotonic() - w0
-    stop_process(server, 20)
+    server.stop(20)
     stats = sipp_stats(run_dir)
     ended = int(stats.get("SuccessfulCall(C)", 0) or 0)
     failed = int(stats.get("FailedCall(C)", 0) or 0)

@@ -175,11 +175,14 @@ def start_server(kind: str, port: int, work: Path, **extra: Any) -> Server:
     """Start one UAS on core 0 and wait (bounded) until it listens."""
     log_path = work / f"{kind}-{port}.log"
     if kind == "byeline":
-        argv = serve_argv(
-            port,
-            extra.get("db", str(work / f"byeline-{port}.db")),
-            extra.get("rtp_ports", "20000-45000"),
-        )
+        argv = [
+            *serve_argv(
+                port,
+                extra.get("db", str(work / f"byeline-{port}.db")),
+                extra.get("rtp_ports", "20000-45000"),
+            ),
+            *extra.get("args", []),
+        ]
         ready = "ready on"
     elif kind == "sippy":
         argv = [sys.executable, str(BENCH / "sippy_uas.py"), "127.0.0.1", str(port)]
