@@ -12,7 +12,8 @@ are printed so that it shows (3.0 is the scenario's INVITE, ACK and BYE).
 
 User-space instructions only (the kernel's part of a send or receive is not in them), but they
 do not move with the machine's speed, as CPU time does here. Run (Debian's ``valgrind`` and
-``sip-tester``): ``.venv/bin/python bench/profile_serve.py [--calls 400] [--rate 8] [--json F]``.
+``sip-tester``): ``.venv/bin/python bench/profile_serve.py [--calls 400] [--rate 8] [--json F]
+[--keep DIR]`` (``--keep`` copies the dumps, for ``callgrind_annotate``).
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ def _calls_of(caller_tree: str, function: str) -> int:
     return best
 
 
-def measure(calls: int, rate: int, warmup: int) -> dict[str, Any]:
+def measure(calls: int, rate: int, warmup: int, keep: Path | None = None) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="byeline-profile-serve-"))
     port = _free_port()
     uac = scenario(work, hold_ms=0)
@@ -165,6 +166,10 @@ def measure(calls: int, rate: int, warmup: int) -> dict[str, Any]:
     try:
         return analyse(work, calls, rate)
     finally:
+        if keep is not None:
+            keep.mkdir(parents=True, exist_ok=True)
+            for dump in work.glob("callgrind.out*"):
+                shutil.copy(dump, keep / dump.name)
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -201,8 +206,11 @@ def main() -> int:
     parser.add_argument("--rate", type=int, default=8, help="calls/s (low: see above)")
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--keep", type=Path, help="copy the callgrind dumps here (for callgrind_annotate)"
+    )
     args = parser.parse_args()
-    result = measure(args.calls, args.rate, args.warmup)
+    result = measure(args.calls, args.rate, args.warmup, args.keep)
     print(
         f"{args.calls} calls at {args.rate:g}/s under callgrind; "
         f"messages parsed per call: {result['messages_parsed_per_call']} (3.0: no retransmission)"
