@@ -3,10 +3,10 @@
 Not a SIP stack, and never one to deploy: it parses nothing, keeps no transaction or dialog, checks
 nothing, opens no RTP socket and writes no record. For every datagram it finds the request's
 method, copies its ``Via``, ``From``, ``To``, ``Call-ID`` and ``CSeq`` lines into canned responses
-and sends them: 180 and 200 with a fixed SDP answer for an INVITE, 200 for a BYE, nothing for an
-ACK. It runs on uvloop, as ``byeline serve`` does, so what it costs per call is the interpreter's
-and the kernel's share that any Python UAS on this machine pays: the receive and send of each
-datagram and one pass over each message in Python.
+and sends them: 200 with a fixed SDP answer for an INVITE (no 180: byeline answers at once
+without one), 200 for a BYE, nothing for an ACK. It runs on uvloop, as ``byeline serve`` does,
+so what it costs per call is the interpreter's and the kernel's share that any Python UAS on this
+machine pays: the receive and send of each datagram and one pass over each message in Python.
 
 ``bench/run.py --uas floor`` measures it beside the others: it tells how far a quarter of SIPp's
 UAS is from what Python alone can do here. Run as ``python bench/floor_uas.py HOST PORT
@@ -79,9 +79,6 @@ class FloorUas(asyncio.DatagramProtocol):
             if b";tag=" not in to:
                 to += b";tag=f%d" % next(self.tags)
             head = b"\r\n".join([*copied, to]) + b"\r\n" + self.contact
-            self.transport.sendto(
-                b"SIP/2.0 180 Ringing\r\n%sContent-Length: 0\r\n\r\n" % head, addr
-            )
             self.transport.sendto(
                 b"SIP/2.0 200 OK\r\n%sContent-Type: application/sdp\r\nContent-Length: %d\r\n\r\n%s"
                 % (head, len(self.sdp), self.sdp),

@@ -1,9 +1,10 @@
 """A minimal UAS on sippy (the PyPI package ``sippy``), the Python baseline of the signalling bench.
 
-It does what byeline does for a call in the benchmark, and nothing more: answer an INVITE with
-180 and 200 OK carrying a G.711 SDP answer, then accept the caller's BYE (sippy's UA answers it
-with 200 OK). No media, no records. Run as ``python bench/sippy_uas.py HOST PORT``; it prints
-``ready`` on stdout once listening and runs until SIGTERM.
+It does what byeline does for a call in the benchmark, and nothing more: answer an INVITE at once
+with 200 OK carrying a G.711 SDP answer (no 180, as byeline answering at once), then accept the
+caller's BYE (sippy's UA answers it with 200 OK). No media, no records. Run as
+``python bench/sippy_uas.py HOST PORT``; it prints ``ready`` on stdout once listening and runs
+until SIGTERM.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import signal
 import sys
 from typing import Any
 
-from sippy.CCEvents import CCEventConnect, CCEventRing, CCEventTry  # type: ignore[import-untyped]
+from sippy.CCEvents import CCEventConnect, CCEventTry  # type: ignore[import-untyped]
 from sippy.Core.EventDispatcher import ED2  # type: ignore[import-untyped]
 from sippy.MsgBody import MsgBody  # type: ignore[import-untyped]
 from sippy.SipConf import SipConf  # type: ignore[import-untyped]
@@ -56,7 +57,6 @@ class Answerer:
 
     def on_event(self, event: Any, ua: Any) -> None:
         if isinstance(event, CCEventTry):
-            ua.recvEvent(CCEventRing((180, "Ringing", None)))
             ua.recvEvent(CCEventConnect((200, "OK", MsgBody(self.sdp))))
             self.answered += 1
 

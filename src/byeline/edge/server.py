@@ -139,6 +139,9 @@ class EdgeConfig:
     media_timeout: float = 30.0
     shutdown_grace: float = 10.0
     ringing: bool = True
+    """180 Ringing before a delayed answer (``answer_delay`` > 0). An answer at once goes out
+    alone, as Asterisk's and FreeSWITCH's ``answer`` do: a 180 in the same instant as the 200
+    tells the caller nothing, and costs a message and a trace row per call."""
     hostname: str = ""
     answer_delay: float = 0.0
     """Seconds between 180 Ringing and 200 OK (a Five9-like ring; CANCEL can arrive in it)."""
@@ -988,7 +991,7 @@ class SipEdge:
         self._invite_legs[key] = leg
         self._record_start(leg, flow, data)
 
-        if self.config.ringing:
+        if self.config.ringing and self.config.answer_delay > 0:
             ringing = make_response(
                 invite, 180, to_tag=local_tag, headers=[("Server", self.config.user_agent)]
             )
