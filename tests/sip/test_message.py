@@ -239,6 +239,23 @@ def test_top_via_skips_an_empty_first_line_and_branch_may_be_absent() -> None:
     assert msg.branch is None
 
 
+def test_replace_first_renews_what_the_accessors_derived_from_that_header() -> None:
+    req = parse_request(invite())
+    assert (req.top_via, req.branch, req.cseq, req.from_tag) == (
+        VIA,
+        "z9hG4bK-five9-1",
+        (1, "INVITE"),
+        "f9-tag",
+    )
+    req.headers.replace_first("Via", "SIP/2.0/UDP 198.51.100.20:5060;branch=z9hG4bK-2;rport=5060")
+    assert req.top_via == "SIP/2.0/UDP 198.51.100.20:5060;branch=z9hG4bK-2;rport=5060"
+    assert req.branch == "z9hG4bK-2"
+    assert (req.cseq, req.from_tag) == ((1, "INVITE"), "f9-tag")
+    req.headers.replace_first("CSeq", "7 INVITE")
+    req.headers.replace_first("From", "<sip:five9@example.com>;tag=other")
+    assert (req.cseq, req.from_tag, req.branch) == ((7, "INVITE"), "other", "z9hG4bK-2")
+
+
 def test_accessors_raise_key_error_when_headers_are_absent() -> None:
     msg = Message()
     with pytest.raises(KeyError):

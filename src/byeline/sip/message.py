@@ -312,7 +312,16 @@ class Headers:
             raise KeyError(name)
         i = positions[0]
         self._items[i] = (self._items[i][0], value)
-        self.memo = {}
+        memo = self.memo
+        if memo:
+            if self._keys[i] == "via":
+                # What the accessors derived from other headers (CSeq, tags) still holds: a
+                # request's Via gets received/rport on every hop, and re-deriving the rest
+                # cost as much again.
+                memo.pop("top_via", None)
+                memo.pop("branch", None)
+            else:
+                self.memo = {}
 
     def remove(self, name: str) -> None:
         """Remove every line of ``name``."""
