@@ -499,6 +499,13 @@ def _stalls(
     }
 
 
+def _worth_a_retry(result: dict[str, Any], max_loss: float) -> bool:
+    """Whether a failed step says more about the machine than about byeline."""
+    if not result["generator_kept_up"]:
+        return True
+    return bool(result["loss"] < max_loss and result.get("late_packets_in_stalls", 0) >= 0.5)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("target", help="byeline's SIP address HOST:PORT (UDP)")
@@ -519,8 +526,11 @@ def main() -> int:
         if time.monotonic() - began > args.budget:
             break
         result = load.step(target)
-        if not result["ok"] and not result["generator_kept_up"]:
-            # The generator itself was late (other load on its core): measure the step again.
+        if not result["ok"] and _worth_a_retry(result, args.max_loss):
+            # The generator itself was late (other load on its core), or the step failed on
+            # jitter alone with most late packets in loop-wide stalls (a host that stalls, as
+            # the speed probe has seen here for 20-30 ms at a time): measure it once more. Both
+            # results stay in the report, the first marked "retried".
             result["retried"] = True
             steps.append(result)
             result = load.step(target)

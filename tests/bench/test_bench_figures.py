@@ -162,6 +162,16 @@ def test_media_stalls_tell_a_loop_wide_stall_from_single_late_calls() -> None:
     assert quiet["late_packets"] == 0 and quiet["stall_periods"] == 0
 
 
+def test_a_media_step_is_retried_for_the_machine_not_for_byeline() -> None:
+    pytest.importorskip("numpy")
+    retry = load("media_load")._worth_a_retry
+    stalled = {"generator_kept_up": True, "loss": 0.0, "late_packets_in_stalls": 0.53}
+    assert retry(stalled, 0.001)  # jitter alone, mostly in loop-wide stalls
+    assert not retry({**stalled, "late_packets_in_stalls": 0.3}, 0.001)  # late call by call
+    assert not retry({**stalled, "loss": 0.002}, 0.001)  # packets lost: byeline's failure
+    assert retry({**stalled, "loss": 0.002, "generator_kept_up": False}, 0.001)  # a late generator
+
+
 profile_serve = load("profile_serve")
 
 # callgrind_annotate's inclusive listing and caller tree, trimmed: a compiled function can be
