@@ -164,3 +164,31 @@ async def test_an_owner_id_reused_after_cancel_gets_only_its_own_timer() -> None
     timers.schedule(second, loop.time() + 0.02, lambda: fired.append("second"))
     await asyncio.sleep(0.08)
     assert fired == ["second"] and len(timers) == 0
+
+
+async def test_schedule_call_passes_the_owner_to_one_shared_callback() -> None:
+    loop, timers = _running(0.001)
+    fired: list[Owner] = []
+    now = loop.time()
+    a, b = Owner(), Owner()
+    timers.schedule_call(b, now + 0.02, fired.append)
+    timers.schedule_call(a, now + 0.01, fired.append)
+    assert timers.pending(a) == pytest.approx(now + 0.01)
+    await asyncio.sleep(0.06)
+    assert fired == [a, b]
+    assert len(timers) == 0 and timers.pending(b) is None
+
+
+async def test_the_heap_holds_nothing_the_cyclic_gc_must_walk() -> None:
+    """An ended call's transactions keep a deadline for 64*T1: what sits in the heap that long
+    is walked by every collection unless it is made of floats and ints only."""
+    loop, timers = _running(0.001)
+    owners = [Owner() for _ in range(100)]
+    for i, owner in enumerate(owners):
+        timers.schedule_call(owner, loop.time() + 30 + i, lambda o: None)
+        if i % 2:
+            timers.schedule(owner, loop.time() + 60, lambda: None)  # a replaced entry stays
+    gc.collect()
+    assert len(timers._heap) == 150
+    assert not any(gc.is_tracked(entry) for entry in timers._heap)
+    timers.close()

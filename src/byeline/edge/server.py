@@ -331,6 +331,8 @@ class SipEdge:
         self._invite_legs: dict[tuple[str, str, str], CallLeg] = {}
         # Transaction and 2xx-retransmission timers, on one loop timer.
         self.timers = Timers()
+        # Made once: every server transaction's timer fires through this one bound method.
+        self._fire_server_timer: Callable[[Any], None] = self._server_timer_due
         # Ended dialogs by how long they linger: (due, dialog key) in due order, dropped by one
         # sweep timer rather than a timer per call.
         self._lingering: dict[float, deque[tuple[float, tuple[str, str]]]] = {}
@@ -502,9 +504,16 @@ class SipEdge:
             elif isinstance(out, Terminated):
                 self._server_txns.pop(txn.key, None)
         if not txn.terminated:
-            self._schedule(txn, txn.deadline, lambda: self._server_timer(txn, flow, call_id, to))
+            # Where its retransmissions go, kept on the transaction: its timer then needs no
+            # closure (an ended call's transactions linger 64*T1, and the GC walks what they hold).
+            txn.context = (flow, call_id, to)
+            self.timers.schedule_call(txn, txn.deadline, self._fire_server_timer)
         else:
-            self._schedule(txn, None, lambda: None)
+            self._schedule(txn, None, _nothing)
+
+    def _server_timer_due(self, txn: Any) -> None:
+        flow, call_id, to = txn.context
+        self._server_timer(txn, flow, call_id, to)
 
     def _server_timer(self, txn: Any, flow: Flow, call_id: str | None, to: Address | None) -> None:
         outputs = txn.on_timer(self._now())
@@ -1712,6 +1721,10 @@ class SipEdge:
 
 
 # -- small pure helpers ---------------------------------------------------------------
+
+
+def _nothing() -> None:
+    """The callback of a cancelled deadline (never called)."""
 
 
 def _txn_key(request: Request) -> tuple[str, str, str]:

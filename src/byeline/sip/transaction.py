@@ -124,54 +124,41 @@ class State(enum.Enum):
     TERMINATED = "terminated"
 
 
-class _Timers:
-    """Named deadlines; the transaction's ``deadline`` is their minimum."""
+def _take_due(timers: dict[str, float], now: float) -> list[str]:
+    """The names of the timers due at ``now``, earliest first, taken out of ``timers``.
 
-    __slots__ = ("_due",)
-
-    def __init__(self) -> None:
-        self._due: dict[str, float] = {}
-
-    def arm(self, name: str, at: float) -> None:
-        self._due[name] = at
-
-    def cancel(self, name: str) -> None:
-        self._due.pop(name, None)
-
-    def clear(self) -> None:
-        self._due.clear()
-
-    def due(self, now: float) -> list[str]:
-        fired = sorted((at, name) for name, at in self._due.items() if at <= now)
-        for _, name in fired:
-            del self._due[name]
-        return [name for _, name in fired]
-
-    @property
-    def deadline(self) -> float | None:
-        return min(self._due.values()) if self._due else None
+    A transaction's timers are a plain dict of name to deadline, not an object: a dict of str to
+    float is one the cyclic GC does not track, and an ended call's transactions linger 64*T1.
+    """
+    fired = sorted((at, name) for name, at in timers.items() if at <= now)
+    for _, name in fired:
+        del timers[name]
+    return [name for _, name in fired]
 
 
 class Transaction:
-    """What every transaction has: a state, timers, and the user's key for it.
+    """What every transaction has: a state, timers, and the user's key and context for it.
 
-    ``key`` is the transaction user's (its entry in a table of transactions, for instance):
-    the transaction never reads it. The request is kept by each kind as it needs it.
+    ``key`` and ``context`` are the transaction user's (its entry in a table of transactions,
+    where its messages go): the transaction never reads them. The request is kept by each kind
+    as it needs it.
     """
 
-    __slots__ = ("_timers", "config", "key", "reliable", "state")
+    __slots__ = ("_timers", "config", "context", "key", "reliable", "state")
 
     def __init__(self, *, reliable: bool, config: TimerConfig) -> None:
         self.key: object = None
+        self.context: object = None
         self.reliable = reliable
         self.config = config
         self.state = State.TRYING
-        self._timers = _Timers()
+        self._timers: dict[str, float] = {}
 
     @property
     def deadline(self) -> float | None:
         """The earliest pending timer, or None."""
-        return self._timers.deadline
+        timers = self._timers
+        return min(timers.values()) if timers else None
 
     @property
     def terminated(self) -> bool:
@@ -186,7 +173,7 @@ class Transaction:
     def on_timer(self, now: float) -> list[Output]:
         """Fire every timer due at ``now``."""
         out: list[Output] = []
-        for name in self._timers.due(now):
+        for name in _take_due(self._timers, now):
             if self.state is State.TERMINATED:
                 break
             out.extend(self._fire(name, now))
@@ -234,12 +221,12 @@ class ServerInviteTransaction(Transaction):
         self.request = None
         if response.status < 300:
             self.state = State.ACCEPTED
-            self._timers.arm("L", now + self.config.timeout)
+            self._timers["L"] = now + self.config.timeout
             return out
         self.state = State.COMPLETED
         if not self.reliable:
-            self._timers.arm("G", now + self._g_interval)
-        self._timers.arm("H", now + self.config.timeout)
+            self._timers["G"] = now + self._g_interval
+        self._timers["H"] = now + self.config.timeout
         return out
 
     def receive_request(self, request: Request, now: float) -> list[Output]:
@@ -247,11 +234,11 @@ class ServerInviteTransaction(Transaction):
         if request.method == "ACK":
             if self.state is State.COMPLETED:
                 self.state = State.CONFIRMED
-                self._timers.cancel("G")
-                self._timers.cancel("H")
+                self._timers.pop("G", None)
+                self._timers.pop("H", None)
                 if self.reliable:
                     return self._terminate()
-                self._timers.arm("I", now + self.config.t4)
+                self._timers["I"] = now + self.config.t4
             return []
         if self.state in (State.PROCEEDING, State.COMPLETED) and self._last is not None:
             return [Transmit(self._last, retransmission=True)]
@@ -263,7 +250,7 @@ class ServerInviteTransaction(Transaction):
         if name == "G":
             assert self._last is not None
             self._g_interval = min(2 * self._g_interval, self.config.t2)
-            self._timers.arm("G", now + self._g_interval)
+            self._timers["G"] = now + self._g_interval
             return [Transmit(self._last, retransmission=True)]
         if name == "H":
             return [TimedOut(), *self._terminate()]
@@ -302,7 +289,7 @@ class ServerTransaction(Transaction):
         self.request = None
         if self.reliable:
             return [Transmit(data), *self._terminate()]
-        self._timers.arm("J", now + self.config.timeout)
+        self._timers["J"] = now + self.config.timeout
         return [Transmit(data)]
 
     def receive_request(self, request: Request, now: float) -> list[Output]:
@@ -338,8 +325,8 @@ class ClientTransaction(Transaction):
     def start(self, now: float) -> list[Output]:
         """Send the request and arm Timers E and F."""
         if not self.reliable:
-            self._timers.arm("E", now + self._e_interval)
-        self._timers.arm("F", now + self.config.timeout)
+            self._timers["E"] = now + self._e_interval
+        self._timers["F"] = now + self.config.timeout
         return [Transmit(self._data)]
 
     def receive_response(self, response: Response, now: float) -> list[Output]:
@@ -350,11 +337,11 @@ class ClientTransaction(Transaction):
             self.state = State.PROCEEDING
             return [Deliver(response)]
         self.state = State.COMPLETED
-        self._timers.cancel("E")
-        self._timers.cancel("F")
+        self._timers.pop("E", None)
+        self._timers.pop("F", None)
         if self.reliable:
             return [Deliver(response), *self._terminate()]
-        self._timers.arm("K", now + self.config.t4)
+        self._timers["K"] = now + self.config.t4
         return [Deliver(response)]
 
     def _fire(self, name: str, now: float) -> list[Output]:
@@ -364,7 +351,7 @@ class ClientTransaction(Transaction):
                 self._e_interval = self.config.t2
             else:
                 self._e_interval = min(2 * self._e_interval, self.config.t2)
-            self._timers.arm("E", now + self._e_interval)
+            self._timers["E"] = now + self._e_interval
             return [Transmit(self._data, retransmission=True)]
         if name == "F":
             return [TimedOut(), *self._terminate()]
@@ -393,26 +380,26 @@ class ClientInviteTransaction(Transaction):
     def start(self, now: float) -> list[Output]:
         """Send the INVITE and arm Timers A and B."""
         if not self.reliable:
-            self._timers.arm("A", now + self._a_interval)
-        self._timers.arm("B", now + self.config.timeout)
+            self._timers["A"] = now + self._a_interval
+        self._timers["B"] = now + self.config.timeout
         return [Transmit(self._data)]
 
     def receive_response(self, response: Response, now: float) -> list[Output]:
         """A response arrived for this transaction."""
         if self.state in (State.CALLING, State.PROCEEDING):
-            self._timers.cancel("A")
+            self._timers.pop("A", None)
             if response.status < 200:
                 self.state = State.PROCEEDING
-                self._timers.cancel("B")
+                self._timers.pop("B", None)
                 return [Deliver(response)]
-            self._timers.cancel("B")
+            self._timers.pop("B", None)
             if response.status < 300:
                 self.state = State.ACCEPTED
-                self._timers.arm("M", now + self.config.timeout)
+                self._timers["M"] = now + self.config.timeout
                 return [Deliver(response)]
             self.state = State.COMPLETED
             self._ack = self._build_ack(response).serialize()
-            self._timers.arm("D", now + (0.0 if self.reliable else 32.0))
+            self._timers["D"] = now + (0.0 if self.reliable else 32.0)
             return [Transmit(self._ack), Deliver(response)]
         if self.state is State.ACCEPTED and 200 <= response.status < 300:
             return [Deliver(response)]
@@ -441,7 +428,7 @@ class ClientInviteTransaction(Transaction):
         # M in Accepted.
         if name == "A":
             self._a_interval *= 2
-            self._timers.arm("A", now + self._a_interval)
+            self._timers["A"] = now + self._a_interval
             return [Transmit(self._data, retransmission=True)]
         if name == "B":
             return [TimedOut(), *self._terminate()]
