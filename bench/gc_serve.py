@@ -62,6 +62,7 @@ def main() -> None:
             f"{calls} calls at {args.rate}/s, thresholds {report['threshold']}: "
             + ", ".join(
                 f"gen{g} {report['collections'][g]} collections {report['cpu_ms'][g]} ms"
+                f" (longest {report.get('longest_ms', {}).get(g, '-')} ms)"
                 for g in ("0", "1", "2")
             )
             + f"; {1000 * total / calls:.1f} µs per call"

@@ -1,6 +1,7 @@
 """Loaded by ``bench/gc_serve.py`` into ``byeline serve`` (through ``PYTHONPATH``): times every
-cyclic collection by generation once serving (after ``settle_heap`` raised the thresholds), and
-with ``BYELINE_GC_CENSUS=1`` counts the types in the young generation at each young collection.
+cyclic collection by generation once serving (after ``settle_heap`` raised the thresholds): their
+CPU in all, and the wall time of the longest, a pause of the event loop. With
+``BYELINE_GC_CENSUS=1`` it counts the types in the young generation at each young collection.
 At exit it appends one JSON line to ``$BYELINE_GC_OUT``."""
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ _START_THRESHOLD = 700  # CPython's default: still starting up
 _census = os.environ.get("BYELINE_GC_CENSUS") == "1"
 _collections = {0: 0, 1: 0, 2: 0}
 _cpu = {0: 0.0, 1: 0.0, 2: 0.0}
+_longest = {0: 0.0, 1: 0.0, 2: 0.0}  # wall time of the longest collection: the loop's pause
 _types: collections.Counter[str] = collections.Counter()
 _young_sizes: list[int] = []
-_began = [0.0]
+_began = [0.0, 0.0]
 
 
 def _callback(phase: str, info: dict[str, Any]) -> None:
@@ -32,9 +34,11 @@ def _callback(phase: str, info: dict[str, Any]) -> None:
             _young_sizes.append(len(young))
             _types.update(type(o).__qualname__ for o in young)
         _began[0] = time.thread_time()
+        _began[1] = time.perf_counter()
     else:
         _collections[generation] += 1
         _cpu[generation] += time.thread_time() - _began[0]
+        _longest[generation] = max(_longest[generation], time.perf_counter() - _began[1])
 
 
 def _report() -> None:
@@ -46,6 +50,7 @@ def _report() -> None:
         "threshold": gc.get_threshold(),
         "collections": _collections,
         "cpu_ms": {g: round(1000 * t, 1) for g, t in _cpu.items()},
+        "longest_ms": {g: round(1000 * t, 1) for g, t in _longest.items()},
         "process_cpu_s": round(time.process_time(), 2),
         "young_objects_per_collection": round(sum(_young_sizes) / seen) if _young_sizes else None,
         "young_types": {k: round(v / seen) for k, v in _types.most_common(20)},
