@@ -63,6 +63,8 @@ RAMP = [50, 100, 200, 400, 800, 1600, 3200, 6400, 12800, 25600]
 # several hundred calls/s, SIPp's UAS thousands), so the steps go to the part that decides.
 RAMP_START = {"byeline": 400, "sippy": 200, "sipp-uas": 6400, "floor": 3200}
 REPEATS = 2  # extra steps at the confirmed rate, for the spread of one rate's figures
+#: A fourth and fifth confirmation try only this many seconds into the run (see search_rate).
+EXTRA_CONFIRM_BEFORE_S = 420.0
 T0 = time.monotonic()
 
 
@@ -512,11 +514,14 @@ def search_rate(
     if confirm_s > ramp_s and good:
         candidate = good
         confirmed = 0
-        # The rate, then 85 % of the last try, five tries (down to 52 % of the rate): a core
-        # that slows for a while still gives a figure (runs 36, 45 and 48 confirmed nothing
-        # after three tries); its failed confirmations stay in the steps. Two tries more cost
-        # at most ~60 s of the 15 minutes.
-        for _ in range(5):
+        # The rate, then 85 % of the last try: three tries (to 72 % of the rate), and two more
+        # (to 52 %) while the whole run is young enough for them (byeline's and sippy's
+        # searches come first), so that a core that slows for a while still gives a figure
+        # (runs 36, 45 and 48 confirmed nothing after three tries) and `make bench` stays
+        # under 15 minutes. Failed confirmations stay in the steps.
+        for attempt in range(5):
+            if attempt >= 3 and time.monotonic() - T0 > EXTRA_CONFIRM_BEFORE_S:
+                break
             if run(candidate, confirm_s, "confirm"):
                 confirmed = candidate
                 break
