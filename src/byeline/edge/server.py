@@ -332,7 +332,7 @@ class SipEdge:
         # Transaction and 2xx-retransmission timers, on one loop timer.
         self.timers = Timers()
         # Made once: every server transaction's timer fires through this one bound method.
-        self._fire_server_timer: Callable[[Any], None] = self._server_timer_due
+        self._fire_server_timer: Callable[[Any], None] = self._server_timer
         # Ended dialogs by how long they linger: (due, dialog key) in due order, dropped by one
         # sweep timer rather than a timer per call.
         self._lingering: dict[float, deque[tuple[float, tuple[str, str]]]] = {}
@@ -511,11 +511,8 @@ class SipEdge:
         else:
             self._schedule(txn, None, _nothing)
 
-    def _server_timer_due(self, txn: Any) -> None:
+    def _server_timer(self, txn: Any) -> None:
         flow, call_id, to = txn.context
-        self._server_timer(txn, flow, call_id, to)
-
-    def _server_timer(self, txn: Any, flow: Flow, call_id: str | None, to: Address | None) -> None:
         outputs = txn.on_timer(self._now())
         for out in outputs:
             if isinstance(out, TimedOut) and isinstance(txn, ServerInviteTransaction):
@@ -1160,7 +1157,7 @@ class SipEdge:
         if leg.retransmitter is None or leg.retransmitter.acked:
             return  # a retransmitted ACK
         leg.retransmitter.ack()
-        self._schedule(leg.retransmitter, None, lambda: None)
+        self._schedule(leg.retransmitter, None, _nothing)
         offered = leg.late_offer if not leg.confirmed else leg.reinvite_offer
         leg.reinvite_offer = False
         if offered and leg.media_session is not None:
@@ -1449,7 +1446,7 @@ class SipEdge:
             self._run_server(txn, flow, txn.respond(response, now), call.call_id, to)
             # The UAS core retransmits this 2xx until its ACK too (§13.3.1.4).
             if leg.retransmitter is not None:
-                self._schedule(leg.retransmitter, None, lambda: None)
+                self._schedule(leg.retransmitter, None, _nothing)
             leg.retransmitter = AnswerRetransmitter(response.serialize(), now, self.config.timers)
             leg.reinvite_offer = not request.body
             self._schedule(
@@ -1609,7 +1606,7 @@ class SipEdge:
             leg.answer_timer = None
         if leg.retransmitter is not None:
             leg.retransmitter.ack()
-            self._schedule(leg.retransmitter, None, lambda: None)
+            self._schedule(leg.retransmitter, None, _nothing)
         self._release_media(leg)
         call._finish(result)
         fields: dict[str, Any] = {
