@@ -320,6 +320,7 @@ class Headers:
                 # cost as much again.
                 memo.pop("top_via", None)
                 memo.pop("branch", None)
+                memo.pop("txn_key", None)  # the edge's transaction key (branch and sent-by)
             else:
                 self.memo = {}
 
