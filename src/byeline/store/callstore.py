@@ -29,6 +29,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
 
+import orjson
 import sqlalchemy as sa
 
 from byeline.store.database import DEFAULT_BUSY_TIMEOUT, create_store_engine, database_url
@@ -126,28 +127,25 @@ def _json_encoder() -> Callable[[object], str]:
 
 _dumps: Final = _json_encoder()
 
-# The C function where there is one (json's own choice, as in _json_encoder).
-_quote: Final = json.encoder.encode_basestring
-
-#: ``"name":`` of each attribute name seen, JSON-quoted once (a trunk's calls share their names).
-_QUOTED_KEYS: Final[dict[str, str]] = {}
+#: orjson's encoder (Rust): compact, UTF-8, the same text as ``_dumps`` for a dict of str to str.
+_orjson_dumps: Final = orjson.dumps
 
 
 def _flat_json(value: dict[str, object]) -> str | None:
-    """``_dumps(value)`` for a dict of str to str (a call's attributes), at about half its cost:
-    names are quoted once for all calls, values one C call each. None for any other dict."""
-    parts: list[str] = []
-    keys = _QUOTED_KEYS
-    for key, item in value.items():
-        if key.__class__ is not str or item.__class__ is not str:
+    """``_dumps(value)`` for a dict of str to str (a call's attributes), at a fifth of its cost.
+
+    orjson writes the same text as the standard encoder for such a dict (the same escapes,
+    non-ASCII as is). None for any other dict, and for a str orjson refuses (a lone surrogate,
+    which only Python code can put in an attribute): the general encoder takes those.
+    """
+    for item in value.values():
+        # type(), not .__class__: compiled, the first is a pointer read, the second a lookup.
+        if type(item) is not str:
             return None
-        quoted = keys.get(key)
-        if quoted is None:
-            quoted = _quote(key) + ":"
-            if len(keys) < 4096 and len(key) <= 128:  # attribute names are few and short
-                keys[key] = quoted
-        parts.append(quoted + _quote(item))
-    return "{" + ",".join(parts) + "}"
+    try:
+        return _orjson_dumps(value).decode()
+    except TypeError:  # orjson.JSONEncodeError: a key that is not a str, a lone surrogate
+        return None
 
 
 def _json(shape: type[Mapping[str, object]] | type[Sequence[object]]) -> _Encoder:
@@ -222,7 +220,7 @@ def _encode_fields(fields: dict[str, object]) -> dict[str, object]:
         unknown = sorted(set(fields) - _FIELD_NAMES)
         raise ValueError(f"unknown call field(s): {', '.join(unknown)}")
     for name, value in fields.items():
-        cls = value.__class__
+        cls = type(value)
         if cls is str:
             if name in _TEXT_FIELDS:
                 continue
@@ -398,7 +396,7 @@ class CallStore:
             fields["status"] = "ringing"
         if "started_at" not in fields:
             fields["started_at"] = now
-        if call_id.__class__ is not str or not call_id:
+        if type(call_id) is not str or not call_id:
             _check_call_id(call_id)
         self._put(CallWrite(call_id, _encode_fields(fields), now))
 
@@ -409,7 +407,7 @@ class CallStore:
         for a call never started creates its row (``started_at`` now, ``status`` ringing unless
         given) rather than being dropped.
         """
-        if call_id.__class__ is not str or not call_id:
+        if type(call_id) is not str or not call_id:
             _check_call_id(call_id)
         self._put(CallWrite(call_id, _encode_fields(fields), time.time()))
 
@@ -428,14 +426,14 @@ class CallStore:
         # ints, bytearrays, mistakes) takes the general path below.
         if not (
             (direction == "in" or direction == "out")
-            and direction.__class__ is str
-            and call_id.__class__ is str
+            and type(direction) is str
+            and type(call_id) is str
             and call_id
-            and at.__class__ is float
+            and type(at) is float
             and at - at == 0.0  # finite
-            and transport.__class__ is str
-            and peer.__class__ is str
-            and data.__class__ is bytes
+            and type(transport) is str
+            and type(peer) is str
+            and type(data) is bytes
         ):
             self._trace_checked(call_id, at, direction, transport, peer, data)
             return

@@ -237,7 +237,7 @@ class GroupCommitWriter:
             # since the last one began. A flush or a stop cuts the wait short (``_urgent``); the
             # first write after a quiet spell does not wait at all.
             pause = began + self._commit_interval - time.monotonic()
-            if pause > 0 and first.__class__ in _RECORD_CLASSES:
+            if pause > 0 and type(first) in _RECORD_CLASSES:
                 self._urgent.wait(pause)
                 self._urgent.clear()
             began = time.monotonic()
@@ -431,7 +431,7 @@ class GroupCommitWriter:
         statements = self._statements
         blob = statements.blob
         for record in records:
-            cls = record.__class__
+            cls = type(record)
             if cls is TraceWrite:
                 trace: TraceWrite = record  # type: ignore[assignment]
                 data = trace.data
