@@ -19,6 +19,8 @@ from byeline.sip.sdp import (
     RtpMap,
     SessionDescription,
     UnsupportedProfile,
+    _answer_description,
+    _rendered_answer,
     accept_answer,
     answer_offer,
     create_offer,
@@ -503,6 +505,48 @@ def _exercise(data: bytes) -> None:
 @given(st.one_of(st.binary(max_size=300), mutated_sdp()))
 def test_fuzz_only_value_error(data: bytes) -> None:
     _exercise(data)
+
+
+_FORMATS = st.sampled_from(["0", "8", "101", "18", "", "1 2", "9\x00", "x\ny"])
+_ATTRIBUTES = st.builds(
+    Attribute,
+    st.sampled_from(["rtpmap", "fmtp", "ptime", "sendrecv", "crypto", "a b", "", "x:y"]),
+    st.none() | st.sampled_from(["0 PCMU/8000", "101 0-16", "20", "", "x\r\ny", "a\x00"]),
+)
+
+
+@given(
+    st.one_of(st.sampled_from(SAMPLES), mutated_sdp()),
+    st.data(),
+)
+def test_rendered_answer_is_the_answer_description_serialised(
+    offer_bytes: bytes, data: st.DataObject
+) -> None:
+    """The answer written straight from its parts is the description's serialisation, byte for
+    byte, and is None (the description's path then names the fault) where that one refuses."""
+    try:
+        offer = SessionDescription.parse(offer_bytes)
+    except ValueError:
+        return
+    if not offer.media:
+        return
+    args = (
+        offer,
+        data.draw(st.integers(0, len(offer.media) - 1)),
+        data.draw(st.sampled_from(["192.0.2.1", "2001:db8::5", "127.0.0.1"])),
+        data.draw(st.integers(1, 65535)),
+        data.draw(st.integers(0, 2**64 - 1)),
+        data.draw(st.integers(0, 2**64 - 1)),
+        data.draw(st.lists(_FORMATS, max_size=3)),
+        data.draw(st.lists(_ATTRIBUTES, max_size=5)),
+    )
+    rendered = _rendered_answer(*args)
+    try:
+        expected = _answer_description(*args).serialize()
+    except ValueError:
+        assert rendered is None
+        return
+    assert rendered == expected
 
 
 @given(st.text(max_size=300))

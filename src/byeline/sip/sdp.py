@@ -1087,14 +1087,54 @@ def answer_offer(
         local_key = _local_key(line.suite, srtp_keys)
         attributes.append(Attribute("crypto", SdesCrypto.for_key(line.tag, local_key).serialize()))
         srtp = SrtpParams(remote_key.suite, line.tag, local_key, remote_key)
+    answer = _rendered_answer(
+        parsed, chosen_index, media_ip, media_port, session_id, session_version, formats, attributes
+    )
+    if answer is None:
+        answer = _answer_description(
+            parsed,
+            chosen_index,
+            media_ip,
+            media_port,
+            session_id,
+            session_version,
+            formats,
+            attributes,
+        ).serialize()
+    return Negotiated(
+        codec=codec.encoding,
+        payload_type=codec.payload_type,
+        clock_rate=codec.clock_rate,
+        telephone_event_pt=event.payload_type if event is not None else None,
+        remote_rtp=(connection.host, media.port),
+        direction=ours,
+        on_hold=not remote_direction.receives,
+        sdp=answer,
+        remote_ptime=media.ptime,
+        srtp=srtp,
+    )
+
+
+def _answer_description(
+    offer: SessionDescription,
+    chosen_index: int,
+    media_ip: str,
+    media_port: int,
+    session_id: int,
+    session_version: int,
+    formats: list[str],
+    attributes: list[Attribute],
+) -> SessionDescription:
+    """The answer to ``offer`` as a description: the stream at ``chosen_index`` accepted with
+    ``formats`` and ``attributes``, every other ``m=`` line rejected."""
     answer_media: list[MediaDescription] = []
-    for index, offered_media in enumerate(parsed.media):
+    for index, offered_media in enumerate(offer.media):
         if index == chosen_index:
             answer_media.append(
                 MediaDescription(
                     media="audio",
                     port=media_port,
-                    proto=media.proto,
+                    proto=offer.media[chosen_index].proto,
                     formats=tuple(formats),
                     attributes=tuple(attributes),
                 )
@@ -1109,24 +1149,63 @@ def answer_offer(
                     formats=offered_media.formats[:1] or ("0",),
                 )
             )
-    answer = SessionDescription(
+    return SessionDescription(
         origin=_local_origin(media_ip, session_id, session_version),
         session_name="byeline",
         connection=Connection.for_ip(media_ip),
         media=tuple(answer_media),
     )
-    return Negotiated(
-        codec=codec.encoding,
-        payload_type=codec.payload_type,
-        clock_rate=codec.clock_rate,
-        telephone_event_pt=event.payload_type if event is not None else None,
-        remote_rtp=(connection.host, media.port),
-        direction=ours,
-        on_hold=not remote_direction.receives,
-        sdp=answer.serialize(),
-        remote_ptime=media.ptime,
-        srtp=srtp,
-    )
+
+
+def _rendered_answer(
+    offer: SessionDescription,
+    chosen_index: int,
+    media_ip: str,
+    media_port: int,
+    session_id: int,
+    session_version: int,
+    formats: list[str],
+    attributes: list[Attribute],
+) -> bytes | None:
+    """``_answer_description(...).serialize()`` written straight from its parts, the same bytes.
+
+    An answer has one shape: no session-level attributes or other lines, one accepted stream
+    without a ``c=`` of its own, the rejected ones bare. Its fields come from the parsed offer
+    (blank-free by the parse) and from us; what the description's serialisation would still
+    refuse (a NUL, CR or LF, a blank in a format or attribute name) is left to it: None then.
+    Building the description and serialising it cost half the answer.
+    """
+    connection = _connection_for_ip(media_ip).serialize()
+    lines = [
+        "v=0",
+        f"o=byeline {session_id} {session_version} {connection}",
+        "s=byeline",
+        f"c={connection}",
+        "t=0 0",
+    ]
+    for index, offered_media in enumerate(offer.media):
+        if index == chosen_index:
+            fields = (offered_media.proto, *formats)
+            if not _words(fields):
+                return None
+            lines.append(f"m=audio {media_port} {' '.join(fields)}")
+            for attribute in attributes:
+                name, value = attribute.name, attribute.value
+                try:
+                    _check_attribute_name(name)
+                except ValueError:
+                    return None
+                lines.append(f"a={name}" if value is None else f"a={name}:{value}")
+        else:
+            fields = (offered_media.media, offered_media.proto, *offered_media.formats[:1])
+            if not _words(fields):
+                return None
+            lines.append(f"m={fields[0]} 0 {fields[1]} {fields[2] if len(fields) > 2 else '0'}")
+    text = "\r\n".join(lines) + "\r\n"
+    # No CR, LF or NUL inside a line: only the line ends' own.
+    if text.count("\r") != len(lines) or text.count("\n") != len(lines) or "\x00" in text:
+        return None
+    return text.encode("utf-8")
 
 
 def _offer_description(
