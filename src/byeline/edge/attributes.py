@@ -116,6 +116,19 @@ def _canonical(name: str) -> str:
     return _COMPACT_FORMS.get(lower, lower)
 
 
+#: Header name as written -> (lookup key, its ``sip.h.`` attribute, an ``X-`` header?): a trunk's
+#: peers send the same names on every INVITE. Bounded, short names only.
+_HEADER_NAMES: Final[dict[str, tuple[str, str, bool]]] = {}
+
+
+def _header_name(name: str) -> tuple[str, str, bool]:
+    key = _canonical(name)
+    known = (key, ATTR_HEADER_PREFIX + key, key.startswith("x-"))
+    if len(_HEADER_NAMES) < 4096 and len(name) <= 128:
+        _HEADER_NAMES[name] = known
+    return known
+
+
 # LiveKit's SIPHeaderOptions as plain ints: a protobuf enum's attribute is a Python-level lookup.
 _SIP_NO_HEADERS: Final = int(lk_sip.SIPHeaderOptions.SIP_NO_HEADERS)
 _SIP_X_HEADERS: Final = int(lk_sip.SIPHeaderOptions.SIP_X_HEADERS)
@@ -183,17 +196,19 @@ def invite_attributes(
     attrs[ATTR_RULE_ID] = rule.id if rule is not None else ""
 
     include, pairs = _trunk_header_rules(trunk)
-    keyed = [(_canonical(name), value) for name, value in headers]
-    if include != _SIP_NO_HEADERS:
-        only_x = include == _SIP_X_HEADERS
-        for key, value in keyed:
-            if not key or (only_x and not key.startswith("x-")):
-                continue
-            attrs[ATTR_HEADER_PREFIX + key] = value  # a repeated header: the last one wins
-
+    every = include != _SIP_NO_HEADERS and include != _SIP_X_HEADERS
+    some = include == _SIP_X_HEADERS
     first: dict[str, str] = {}
-    for key, value in keyed:
-        first.setdefault(key, value)
+    names = _HEADER_NAMES
+    for name, value in headers:
+        known = names.get(name)
+        if known is None:
+            known = _header_name(name)
+        key, attr, is_x = known
+        if key and (every or (some and is_x)):
+            attrs[attr] = value  # a repeated header: the last one wins
+        if key not in first:
+            first[key] = value
     for key, attr in pairs:
         found = first.get(key)
         if found is not None:

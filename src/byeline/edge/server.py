@@ -63,6 +63,7 @@ from ..sip.transaction import (
     Terminated,
     TimedOut,
     TimerConfig,
+    Transaction,
     Transmit,
 )
 from . import attributes as attrs
@@ -340,7 +341,7 @@ class SipEdge:
         # Transaction and 2xx-retransmission timers, on one loop timer.
         self.timers = Timers()
         # Made once: every server transaction's timer fires through this one bound method.
-        self._fire_server_timer: Callable[[Any], None] = self._server_timer
+        self._fire_server_timer: Callable[[Transaction], None] = self._server_timer
         # Ended dialogs by how long they linger: (due, dialog key) in due order, dropped by one
         # sweep timer rather than a timer per call.
         self._lingering: dict[float, deque[tuple[float, tuple[str, str]]]] = {}
@@ -504,13 +505,18 @@ class SipEdge:
         return flow.remote if ";rport=" in request.top_via else _via_target(request, flow)
 
     def _run_server(
-        self, txn: Any, flow: Flow, outputs: list[Output], call_id: str | None, to: Address | None
+        self,
+        txn: Transaction,
+        flow: Flow,
+        outputs: list[Output],
+        call_id: str | None,
+        to: Address | None,
     ) -> None:
         for out in outputs:
             if isinstance(out, Transmit):
                 self._send(flow, out.data, call_id, to)
             elif isinstance(out, Terminated):
-                self._server_txns.pop(txn.key, None)
+                self._server_txns.pop(cast(tuple[str, str, str], txn.key), None)
         if not txn.terminated:
             # Where its retransmissions go, kept on the transaction: its timer then needs no
             # closure (an ended call's transactions linger 64*T1, and the GC walks what they hold).
@@ -519,8 +525,8 @@ class SipEdge:
         else:
             self._schedule(txn, None, _nothing)
 
-    def _server_timer(self, txn: Any) -> None:
-        flow, call_id, to = txn.context
+    def _server_timer(self, txn: Transaction) -> None:
+        flow, call_id, to = cast(tuple[Flow, str | None, Address | None], txn.context)
         outputs = txn.on_timer(self._now())
         for out in outputs:
             if isinstance(out, TimedOut) and isinstance(txn, ServerInviteTransaction):
@@ -543,9 +549,9 @@ class SipEdge:
         h = [("Server", self.config.user_agent), *(headers or [])]
         if body:
             h.append(("Content-Type", "application/sdp"))
-        response = make_response(
-            request, status, reason, to_tag=to_tag or new_tag(), headers=h, body=body
-        )
+        if to_tag is None and request.to_tag is None:
+            to_tag = new_tag()  # a request inside a dialog keeps its own (§8.2.6.2)
+        response = make_response(request, status, reason, to_tag=to_tag, headers=h, body=body)
         key = _txn_key(request)
         entry = self._server_txns.get(key)
         txn: Any
