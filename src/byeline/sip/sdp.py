@@ -245,19 +245,21 @@ class Direction(enum.StrEnum):
     @property
     def sends(self) -> bool:
         """Whether the side that wrote this direction sends media."""
-        return self in (Direction.SENDRECV, Direction.SENDONLY)
+        return self == "sendrecv" or self == "sendonly"
 
     @property
     def receives(self) -> bool:
         """Whether the side that wrote this direction receives media."""
-        return self in (Direction.SENDRECV, Direction.RECVONLY)
+        return self == "sendrecv" or self == "recvonly"
 
     @classmethod
     def from_flags(cls, *, sends: bool, receives: bool) -> Direction:
         """Build a direction from its two halves."""
+        # The members by value from a plain dict: each ``cls.MEMBER`` is an attribute lookup on
+        # the enum class (a Python-level call, compiled or not), on every offer and answer.
         if sends:
-            return cls.SENDRECV if receives else cls.SENDONLY
-        return cls.RECVONLY if receives else cls.INACTIVE
+            return _BY_VALUE["sendrecv" if receives else "sendonly"]
+        return _BY_VALUE["recvonly" if receives else "inactive"]
 
     def reversed(self) -> Direction:
         """The same stream seen from the other side (sendonly ↔ recvonly)."""
@@ -271,6 +273,7 @@ class Direction(enum.StrEnum):
 
 
 _DIRECTIONS: Final = frozenset(d.value for d in Direction)
+_BY_VALUE: Final[dict[str, Direction]] = {d.value: d for d in Direction}
 
 
 @dataclass(frozen=True)
@@ -712,7 +715,8 @@ class SessionDescription:
                 continue
             if "\r" in line or "\x00" in line:
                 raise ValueError(f"SDP line {number}: CR or NUL inside the line")
-            if len(line) < 2 or line[1] != "=" or not ("a" <= line[0] <= "z"):
+            # ord(): compiled, a comparison of two ints (a str ordering is a generic call).
+            if len(line) < 2 or line[1] != "=" or not (97 <= ord(line[0]) <= 122):
                 raise ValueError(f"SDP line {number}: not '<letter>=<value>': {line[:40]!r}")
             lines.append((number, line[0], line[2:]))
         try:
@@ -909,11 +913,17 @@ def _as_description(sdp: bytes | str | SessionDescription) -> SessionDescription
 
 
 def _pick_codec(media: MediaDescription, supported: Sequence[str]) -> RtpMap | None:
-    wanted = {name.upper() for name in supported}
+    wanted = _wanted(tuple(supported))
     for codec in media.codecs():
-        if codec.encoding.upper() in wanted and codec.channels in (None, 1):
+        if codec.encoding.upper() in wanted and (codec.channels is None or codec.channels == 1):
             return codec
     return None
+
+
+@functools.lru_cache(maxsize=64)
+def _wanted(supported: tuple[str, ...]) -> frozenset[str]:
+    """The supported encoding names, upper-case (an edge answers with the same list each time)."""
+    return frozenset(name.upper() for name in supported)
 
 
 def _pick_telephone_event(media: MediaDescription, clock_rate: int) -> RtpMap | None:
