@@ -1854,20 +1854,6 @@ def _param(value: str, name: str) -> str | None:
     return None
 
 
-def _fill_rport(via: str, remote: Address) -> str:
-    parts = via.split(";")
-    out = []
-    for p in parts:
-        if p.strip().lower() == "rport":
-            out.append(f"rport={remote[1]}")
-        else:
-            out.append(p)
-    result = ";".join(out)
-    if f"received={remote[0]}" not in result:
-        result += f";received={remote[0]}"
-    return result
-
-
 def _uri_address(uri: str, flow: Flow) -> Address:
     text = name_addr_uri(uri.strip())
     try:
