@@ -137,3 +137,36 @@ async def test_call_ended_before_its_media_opened_leaves_nothing(
     assert [r.getMessage() for r in caplog.records] == []
     assert edge.ports.in_use == frozenset() and len(edge.ports.parked) == 2  # both parked
     await edge.shutdown()
+
+
+async def test_call_ended_while_its_media_opens_parks_the_port_with_its_transport(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The BYE lands while the media task awaits its new transport (the port's socket taken).
+
+    The port must stay the endpoint's until it finds the call over and parks it, transport and
+    all, so that the next call attaches to it at once. Given back at the BYE instead, the port
+    was free while still bound, and its socket was then closed rather than parked."""
+    five9 = _Five9(EdgeConfig(rtp_ports=(41000, 41998), rtp_port_rest=0.0))
+    edge, flow, answer = five9.edge, five9.flow, five9.answer
+
+    caplog.set_level(logging.ERROR)
+    tag = answer(1)
+    (leg,) = edge._legs.values()
+    port = leg.rtp_port
+    assert port is not None
+    await asyncio.sleep(0)  # the media task runs: it takes the socket and awaits its transport
+    assert edge.ports.taken(port) and leg.call.media is None
+    edge.receive(_in_dialog("BYE", 1, tag, 2, 3), flow)
+    assert edge.ports.in_use == {port}  # still the endpoint's
+    await asyncio.sleep(0.05)
+    gc.collect()
+    assert [r.getMessage() for r in caplog.records] == []
+    assert edge.ports.parked == {port} and edge.ports.in_use == frozenset()
+
+    answer(2)  # rested (rest 0): the next call takes the port and its open transport
+    (leg,) = edge._legs.values()
+    assert leg.rtp_port == port
+    media = leg.call.media  # attached within the ACK's handling: no task, no await
+    assert media is not None and media.local_address == ("127.0.0.1", port)
+    await edge.shutdown()

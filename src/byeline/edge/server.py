@@ -1330,9 +1330,16 @@ class SipEdge:
         if leg.recording is not None:
             leg.recording.close()
             leg.recording = None
-        if leg.rtp_port is not None:
-            self.ports.release(leg.rtp_port)
+        port = leg.rtp_port
+        if port is not None:
             leg.rtp_port = None
+            if leg.call.media is None and self.ports.taken(port):
+                # The media task holds the port's socket, its transport being made: the
+                # endpoint gives the port back when it finds the call over (_media_opened),
+                # parked with that transport. Released here, the port would be free while
+                # still bound, and its socket closed rather than parked.
+                return
+            self.ports.release(port)
 
     # -- CANCEL and in-dialog requests ------------------------------------------------------
 

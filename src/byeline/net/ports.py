@@ -201,6 +201,11 @@ class RtpPortAllocator:
         lease = self._held.get(port)
         return lease is not None and lease.carrier is not None
 
+    def taken(self, port: int) -> bool:
+        """Whether ``port`` was handed over with ``take`` and not given back yet: its socket
+        belongs to an endpoint, which gives the port back (parked, or released) on close."""
+        return port in self._in_use and port not in self._held
+
     def take(self, port: int) -> RtpPortLease:
         """Hand over the bound socket(s) of an allocated port; the caller now owns them."""
         lease = self._held.pop(port, None)
