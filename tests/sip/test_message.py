@@ -24,6 +24,7 @@ from byeline.sip.message import (
     Response,
     SipParseError,
     StreamFramer,
+    branch_span,
     canonical_name,
     head_end,
     header_tag,
@@ -1347,3 +1348,46 @@ def test_head_end_agrees_with_the_blank_line_grammar(parts: list[bytes]) -> None
     expected = (-1, -1) if m is None else m.span()
     assert head_end(data) == expected
     assert head_end(bytearray(data)) == expected
+
+
+_BRANCH_REFERENCE = re.compile(r";\s*branch\s*=\s*([^;,\s]+)", re.IGNORECASE)
+
+
+def _branch_reference(value: str) -> tuple[int, int] | None:
+    m = _BRANCH_REFERENCE.search(value)
+    return (m.start(1), m.end(1)) if m else None
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "SIP/2.0/UDP h:5060;branch=z9hG4bK1;rport",
+        "SIP/2.0/UDP h:5060;branch=z9hG4bK1",
+        "SIP/2.0/UDP h;rport;branch=z9hG4bK2",
+        "SIP/2.0/UDP h;Branch=z9hG4bK3;branch=z9hG4bK4",
+        "SIP/2.0/UDP h; branch=z9hG4bK5",
+        "SIP/2.0/UDP h;branch= z9hG4bK6",
+        "SIP/2.0/UDP h;branch=;branch=z9hG4bK7",
+        "SIP/2.0/UDP h;branch=a,b",
+        "SIP/2.0/UDP h;branch=a b",
+        "SIP/2.0/UDP h;branch=a\u2003b",
+        "SIP/2.0/UDP h;branch=a\x1cb",
+        "SIP/2.0/UDP h;branch=\u00e9t\u00e9",
+        "SIP/2.0/UDP h",
+    ],
+)
+def test_branch_span_agrees_with_the_grammar(value: str) -> None:
+    assert branch_span(value) == _branch_reference(value)
+
+
+@given(st.text(alphabet=";,= \t\x1c\u00a0\u2003branchBRANCHz9hG4bK1é", max_size=40))
+@settings(max_examples=3000, suppress_health_check=[HealthCheck.too_slow])
+def test_branch_span_agrees_with_the_grammar_on_any_text(value: str) -> None:
+    assert branch_span(value) == _branch_reference(value)
+
+
+@given(st.text(alphabet=";,= \t\x1cbranchz9hG4bK1", max_size=20))
+@settings(max_examples=1000, suppress_health_check=[HealthCheck.too_slow])
+def test_branch_span_agrees_after_the_usual_prefix(rest: str) -> None:
+    value = f"SIP/2.0/UDP 10.0.0.1:5060;branch={rest}"
+    assert branch_span(value) == _branch_reference(value)

@@ -429,8 +429,9 @@ class Message:
         """The branch parameter of the top Via."""
         memo = self.headers.memo
         if "branch" not in memo:
-            m = _PARAM_BRANCH.search(self.top_via)
-            memo["branch"] = m.group(1) if m else None
+            via = self.top_via
+            span = branch_span(via)
+            memo["branch"] = via[span[0] : span[1]] if span is not None else None
         return cast("str | None", memo["branch"])
 
     def serialize(self) -> bytes:
@@ -597,6 +598,34 @@ def parse_via(value: str) -> Via:
     return _cached_via(value) if len(value) <= _CACHED_LENGTH else Via.parse(value)
 
 
+def branch_span(value: str) -> tuple[int, int] | None:
+    """Where the ``branch`` parameter's value is in one Via entry: what
+    ``;\\s*branch\\s*=\\s*([^;,\\s]+)`` (case-insensitive) finds first, as (start, end).
+
+    The usual spelling, ";branch=" as the first parameter, without the regular expression (it
+    ran on every message, ~7,000 instructions); anything else, e.g. ``;Branch = x`` or another
+    parameter first, takes it.
+    """
+    at = value.find(";branch=")
+    if at >= 0 and value.find(";", 0, at) < 0:
+        first = at + 8
+        end = value.find(";", first)
+        if end < 0:
+            end = len(value)
+        candidate = value[first:end]
+        # Printable ASCII without a space holds no whitespace (\x1c-\x1f are not printable).
+        if (
+            candidate
+            and candidate.isascii()
+            and candidate.isprintable()
+            and " " not in candidate
+            and "," not in candidate
+        ):
+            return first, end
+    m = _PARAM_BRANCH.search(value)
+    return (m.start(1), m.end(1)) if m is not None else None
+
+
 def via_is_valid(value: str) -> bool:
     """Whether one Via entry parses (sipmessage's grammar), cheaply for a peer's usual Vias.
 
@@ -605,9 +634,9 @@ def via_is_valid(value: str) -> bool:
     token, which leaves the rest of the Via (the same on every call from one peer) to the
     cached parse.
     """
-    m = _PARAM_BRANCH.search(value)
-    if m is not None and grammar.is_token(m.group(1)):
-        value = f"{value[: m.start(1)]}z9hG4bK{value[m.end(1) :]}"
+    span = branch_span(value)
+    if span is not None and grammar.is_token(value[span[0] : span[1]]):
+        value = f"{value[: span[0]]}z9hG4bK{value[span[1] :]}"
     try:
         parse_via(value)
     except ValueError:
