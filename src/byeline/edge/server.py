@@ -694,36 +694,10 @@ class SipEdge:
         vias = request.headers.getall("Via")
         if not vias:
             return
-        first_line = vias[0]
         top = request.top_via
-        host = flow.remote[0]
-        params_text = top.partition(";")[2].lower()
-        if "rport" not in params_text and "received" not in params_text:
-            # The usual Via: no parameter to clean or fill, ``received`` only when the host
-            # differs (what the general path below gives, without splitting the parameters).
-            if _via_host(top) == host:
-                return
-            request.headers.replace_first(
-                "Via", first_line.replace(top, f"{top};received={host}", 1)
-            )
-            return
-        head, *params = top.split(";")
-        cleaned = []
-        wants_rport = False
-        for p in params:
-            name = p.split("=", 1)[0].strip().lower()
-            if name == "received":
-                continue  # the peer's own claim: never trusted
-            if name == "rport":
-                wants_rport = True
-                p = f"rport={flow.remote[1]}"  # filled in place (RFC 3581 §4)
-            cleaned.append(p)
-        new_top = ";".join([head, *cleaned])
-        if _via_host(top) != host or wants_rport:
-            new_top += f";received={host}"
-        if new_top == top:
-            return
-        request.headers.replace_first("Via", first_line.replace(top, new_top, 1))
+        new_top = via_with_received(top, flow.remote[0], flow.remote[1])
+        if new_top is not None:
+            request.headers.replace_first("Via", vias[0].replace(top, new_top, 1))
 
     def _receive_request(self, request: Request, flow: Flow, data: bytes) -> None:
         # An INVITE's Via is checked as the peer wrote it, before we add received/rport to it.
@@ -1824,6 +1798,50 @@ def _sent_by_grammar(via: str) -> str:
     """``_sent_by`` by the grammar alone, for any spelling of the sent-protocol."""
     m = _SENT_PROTOCOL.match(via.split(";", 1)[0])
     return "".join(m.group(1).split()).lower() if m else ""
+
+
+def via_with_received(top: str, host: str, port: int) -> str | None:
+    """The top Via entry ``top`` with RFC 3261 §18.2.1 ``received`` and RFC 3581 ``rport``
+    from the packet's source (``host``, ``port``), or None when it needs no change.
+
+    What :func:`_via_with_received_split` gives, without splitting the parameters in the two
+    usual cases: no ``rport`` or ``received`` at all, and one bare ``;rport`` (Five9's, SIPp's).
+    """
+    params_text = top.partition(";")[2].lower()
+    if "received" not in params_text:
+        if "rport" not in params_text:
+            # ``received`` only when the host differs.
+            return None if _via_host(top) == host else f"{top};received={host}"
+        if params_text.count("rport") == 1:
+            if top.endswith(";rport"):
+                return f"{top}={port};received={host}"
+            if ";rport;" in top:
+                return f"{top.replace(';rport;', f';rport={port};', 1)};received={host}"
+    return _via_with_received_split(top, host, port)
+
+
+def _via_with_received_split(top: str, host: str, port: int) -> str | None:
+    """:func:`via_with_received` by its parameters, for any Via.
+
+    A ``received`` or ``rport`` value the peer wrote itself is removed first: the packet's
+    source address is the only truth, or anyone could have our responses (and retransmitted
+    200s) reflected to a victim address.
+    """
+    head, *params = top.split(";")
+    cleaned = []
+    wants_rport = False
+    for p in params:
+        name = p.split("=", 1)[0].strip().lower()
+        if name == "received":
+            continue  # the peer's own claim: never trusted
+        if name == "rport":
+            wants_rport = True
+            p = f"rport={port}"  # filled in place (RFC 3581 §4)
+        cleaned.append(p)
+    new_top = ";".join([head, *cleaned])
+    if _via_host(top) != host or wants_rport:
+        new_top += f";received={host}"
+    return None if new_top == top else new_top
 
 
 def _via_host(via: str) -> str:
