@@ -560,12 +560,20 @@ def header_tag(value: str | None) -> str | None:
     # message); anything else, e.g. ";TAG = x" or another parameter first, takes the regex.
     at = value.find(";tag=", start)
     if at >= 0 and value.find(";", start, at) < 0:
-        end = first = at + 5
-        length = len(value)
-        while end < length:
-            c = value[end]
-            if c == ";" or c == "," or c == ">" or c.isspace():
-                break
+        first = at + 5
+        end = len(value)
+        for stop in (";", ",", ">"):
+            found = value.find(stop, first, end)
+            if found >= 0:
+                end = found
+        tag = value[first:end]
+        # Printable without a space holds no whitespace: the tag is all of it (three searches,
+        # not a character loop). Anything else is cut at its first whitespace, if any.
+        if tag and tag.isprintable() and " " not in tag:
+            return tag
+        end = first
+        length = first + len(tag)
+        while end < length and not value[end].isspace():
             end += 1
         if end > first:
             return value[first:end]
