@@ -1106,12 +1106,7 @@ class SipEdge:
         self._invite_legs.pop(_txn_key(leg.invite), None)
         self.stats["answered"] += 1
         call._set_status(CallState.ACTIVE)
-        self._record(
-            leg,
-            status="active",
-            answered_at=time.time(),
-            final_code=200,
-        )
+        self._record(leg, {"status": "active", "answered_at": time.time(), "final_code": 200})
         if leg.negotiated is not None:
             self._start_media(leg)
 
@@ -1514,11 +1509,13 @@ class SipEdge:
         leg.recorded_attributes = call.attributes
         self._record(
             leg,
-            delivery="pending",
-            route=self._route_attributes(call),
-            attributes=leg.recorded_attributes,
-            bye_headers=safe,
-            header_refusals=[{"name": r.name, "reason": r.reason} for r in refusals],
+            {
+                "delivery": "pending",
+                "route": self._route_attributes(call),
+                "attributes": leg.recorded_attributes,
+                "bye_headers": safe,
+                "header_refusals": [{"name": r.name, "reason": r.reason} for r in refusals],
+            },
         )
         response = await future
         if response is None:
@@ -1635,7 +1632,7 @@ class SipEdge:
             fields["header_refusals"] = [
                 {"name": r.name, "reason": r.reason} for r in result.refusals
             ]
-        self._record(leg, **fields)
+        self._record(leg, fields)
         log.info(
             "%s: ended by %s, delivery %s%s",
             call.call_id,
@@ -1701,11 +1698,11 @@ class SipEdge:
         current = call.attributes
         return {k: current[k] for k in self.result_attributes if current.get(k)}
 
-    def _record(self, leg: CallLeg, **fields: Any) -> None:
+    def _record(self, leg: CallLeg, fields: dict[str, Any]) -> None:
         # A record that cannot be written is logged; it never stops a call or its BYE.
         if self.store is not None:
             try:
-                self.store.call_updated(leg.call.call_id, **fields)
+                self.store.call_updated_from(leg.call.call_id, fields)
             except Exception:
                 log.exception("%s: call record update failed", leg.call.call_id)
 
