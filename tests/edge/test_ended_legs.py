@@ -1,6 +1,7 @@
 """An ended call's dialog is remembered 64*T1 for late requests, then goes (one sweep timer).
 
-Only its key and call id stay: the leg itself is freed when the call ends."""
+Only its key and call id stay: the leg itself is freed when the call ends. Its transactions
+wait out Timer J and L on the same sweep."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from byeline.edge.server import EdgeConfig, SipEdge
+from byeline.edge.server import _WAITING, EdgeConfig, SipEdge
 from byeline.edge.trunk import TrunkSet, load_trunk
 from byeline.net.sip_transport import Flow
 from byeline.sip.message import Response, parse_message
@@ -76,12 +77,21 @@ async def test_ended_legs_linger_64_t1_then_go() -> None:
     )
     edge, sent, flow = five9.edge, five9.sent, five9.flow
 
-    def call(n: int) -> None:
+    def call(n: int) -> str:
         tag = five9.answer(n)
         edge.receive(_in_dialog("BYE", n, tag, 2, 3), flow)
         assert any(m.startswith(b"SIP/2.0 200") and b"CSeq: 2 BYE" in m for m in sent)
+        return tag
 
-    call(1)
+    tag1 = call(1)
+    # Its INVITE (Accepted) and BYE (Completed) transactions wait out Timer L and J on the
+    # sweep: no loop timer of their own, no route kept (a retransmission brings its own).
+    assert len(edge._server_txns) == 2
+    assert all(txn.waiting and txn.context is _WAITING for txn in edge._server_txns.values())
+    assert len(edge.timers) == 0
+    sent.clear()
+    edge.receive(_in_dialog("BYE", 1, tag1, 2, 3), flow)  # the BYE again: its 200 again
+    assert [parse_message(m).status for m in sent] == [200]  # type: ignore[union-attr]
     await asyncio.sleep(0.3)
     call(2)  # ends 0.3 s after the first
     assert edge._legs == {}  # no leg outlives its call
@@ -102,6 +112,10 @@ async def test_ended_legs_linger_64_t1_then_go() -> None:
     await asyncio.sleep(0.4)
     assert edge._ended == {}
     assert [r.status for r in late("BYE", 5, 6)] == [481]  # forgotten: 481
+    # Every transaction before it has ended on its timer; the 481's waits out its Timer J.
+    assert [key[0] for key in edge._server_txns] == ["z9hG4bK-2-6"]
+    await asyncio.sleep(0.8)
+    assert edge._server_txns == {}
     assert edge._sweeper is None  # nothing left to sweep: no timer pending
     await edge.shutdown()
 

@@ -165,6 +165,13 @@ class Transaction:
         """True once the transaction is over."""
         return self.state is State.TERMINATED
 
+    @property
+    def waiting(self) -> bool:
+        """True while the transaction only waits out its last timer (J, L): that timer ends it
+        and sends nothing, so it may fire late, and only a retransmitted request can make the
+        transaction send again (the reply goes to where that request came from)."""
+        return False
+
     def _terminate(self) -> list[Output]:
         self.state = State.TERMINATED
         self._timers.clear()
@@ -229,6 +236,11 @@ class ServerInviteTransaction(Transaction):
         self._timers["H"] = now + self.config.timeout
         return out
 
+    @property
+    def waiting(self) -> bool:
+        """Accepted (RFC 6026): Timer L only; see :attr:`Transaction.waiting`."""
+        return self.state is State.ACCEPTED
+
     def receive_request(self, request: Request, now: float) -> list[Output]:
         """A retransmitted INVITE, or the ACK for a non-2xx final response."""
         if request.method == "ACK":
@@ -291,6 +303,11 @@ class ServerTransaction(Transaction):
             return [Transmit(data), *self._terminate()]
         self._timers["J"] = now + self.config.timeout
         return [Transmit(data)]
+
+    @property
+    def waiting(self) -> bool:
+        """Completed: Timer J only; see :attr:`Transaction.waiting`."""
+        return self.state is State.COMPLETED
 
     def receive_request(self, request: Request, now: float) -> list[Output]:
         """A retransmission of the request."""
