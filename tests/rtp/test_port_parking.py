@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from byeline.net.ports import PortRangeExhausted, RtpPortAllocator
-from byeline.net.rtp import RtpEndpoint
+from byeline.net.rtp import RtpEndpoint, _Parked
 from byeline.rtp.g711 import ulaw_decode, ulaw_encode
 from byeline.rtp.packet import RtpPacket
 from byeline.rtp.stream import MediaStream
@@ -186,6 +186,9 @@ def test_a_parked_socket_drops_late_packets_then_serves_the_next_call(loop_kind:
             await wait_for(lambda: first.stream.media_started)
             first.close()
             assert allocator.parked == {port} and first.closed
+            lease = allocator._parked[port]
+            keeper = lease.keeper
+            assert isinstance(keeper, _Parked)
             # A late packet of the old call reaches the parked socket and is dropped there.
             old_peer.sendto(rtp(2, 111), ("127.0.0.1", port))
             await asyncio.sleep(0.05)
@@ -210,6 +213,8 @@ def test_a_parked_socket_drops_late_packets_then_serves_the_next_call(loop_kind:
             finally:
                 second.close()
             assert allocator.parked == {port}
+            # Parked again with the same transport: the same lease and keeper, nothing new.
+            assert allocator._parked[port] is lease and lease.keeper is keeper
             allocator.close_parked()
             await asyncio.sleep(0.01)
             probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -283,3 +288,33 @@ def test_a_range_full_of_resting_ports_hands_out_the_oldest_without_binding() ->
         allocator.allocate()
     for port in again:
         allocator.release(port)
+
+
+def test_a_port_parked_again_with_its_carrier_keeps_its_lease() -> None:
+    """No new objects per call for a port that comes and goes with the same transport."""
+    clock = Clock()
+    allocator = parking(clock)
+    port = allocator.allocate()
+    carrier = end_call(allocator, port)
+    allocator.release(port)  # the edge releases the port after its endpoint parked it
+    lease = allocator._parked[port]
+    lease.keeper = "the parked protocol"
+    clock.now += 2.0
+    assert allocator.allocate() == port and allocator.ready(port)
+    assert allocator.take(port) is lease
+    assert allocator.park(port, "127.0.0.1", carrier) is lease
+    assert lease.keeper == "the parked protocol" and lease.since == clock.now
+    # Another transport on the port (the old one closed): a lease of its own.
+    clock.now += 2.0
+    assert allocator.allocate() == port
+    allocator.take(port)
+    other = Carrier()
+    fresh = allocator.park(port, "127.0.0.1", other)
+    assert fresh is not None and fresh is not lease and fresh.carrier is other
+    assert fresh.keeper is None
+    # Taken and then released (its endpoint closes the transport): forgotten.
+    clock.now += 2.0
+    assert allocator.allocate() == port
+    allocator.take(port)
+    allocator.release(port)
+    assert port not in allocator._carrier_leases

@@ -400,8 +400,14 @@ class RtpEndpoint(asyncio.DatagramProtocol):
                 and _buffered(transport) == 0
             ):
                 # Parked: kept bound, reading and dropping what still arrives, for a later call.
-                transport.set_protocol(_Parked(allocator, address[1], transport))
-                allocator.park(address[1], address[0], transport)
+                # The port's lease and its keeper are the same as at its last park, when the
+                # transport is: nothing new for the cyclic GC per call.
+                lease = allocator.park(address[1], address[0], transport)
+                if lease is not None:
+                    keeper = lease.keeper
+                    if not isinstance(keeper, _Parked) or keeper.transport is not transport:
+                        keeper = lease.keeper = _Parked(allocator, address[1], transport)
+                    transport.set_protocol(keeper)
                 transport = None
             else:
                 allocator.release(address[1])
