@@ -549,13 +549,7 @@ class SipEdge:
         deadline = txn.deadline
         if deadline is None:
             return
-        delay = txn.config.timeout
-        queue = self._waiting.get(delay)
-        if queue is None:
-            queue = self._waiting[delay] = deque()
-        queue.append((deadline, cast(tuple[str, str, str], txn.key)))
-        if self._sweeper is None and self._loop is not None:
-            self._sweeper = self._loop.call_at(deadline, self._sweep)
+        self._to_sweep(self._waiting, txn.config.timeout, deadline, txn.key)
 
     def _server_timer(self, txn: Transaction) -> None:
         flow, call_id, to = cast(tuple[Flow, str | None, Address | None], txn.context)
@@ -1680,10 +1674,16 @@ class SipEdge:
 
     def _linger(self, key: tuple[str, str], delay: float) -> None:
         """Forget the ended dialog ``key`` about ``delay`` seconds from now."""
-        due = self._now() + delay
-        queue = self._lingering.get(delay)
+        self._to_sweep(self._lingering, delay, self._now() + delay, key)
+
+    def _to_sweep(
+        self, queues: dict[float, deque[tuple[float, Any]]], delay: float, due: float, key: Any
+    ) -> None:
+        """Put ``key`` on the sweep at ``due``, in the queue of the things that wait ``delay``
+        (each queue stays in due order), and arm the sweep timer if it is not."""
+        queue = queues.get(delay)
         if queue is None:
-            queue = self._lingering[delay] = deque()
+            queue = queues[delay] = deque()
         queue.append((due, key))
         if self._sweeper is None and self._loop is not None:
             self._sweeper = self._loop.call_at(due, self._sweep)

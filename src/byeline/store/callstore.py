@@ -414,8 +414,6 @@ class CallStore:
         encoded in place): the edge's way, without packing keyword arguments twice."""
         if type(call_id) is not str or not call_id:
             _check_call_id(call_id)
-        if type(fields) is not dict:
-            fields = dict(fields)
         self._put(CallWrite(call_id, _encode_fields(fields), time.time()))
 
     def trace(
