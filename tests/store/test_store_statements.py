@@ -35,3 +35,17 @@ def test_an_upsert_binds_only_its_shape_and_the_columns_a_new_row_needs() -> Non
 def test_sqlite_binds_messages_as_bytearray_and_postgresql_as_they_are() -> None:
     assert Statements(sqlite.pysqlite.dialect()).blob is bytearray
     assert Statements(postgresql.psycopg.dialect()).blob is None
+
+
+def test_sqlite_takes_many_rows_per_statement_and_postgresql_one() -> None:
+    statements = Statements(sqlite.pysqlite.dialect())
+    upsert, columns = statements.call_upsert(frozenset({"status"}))
+    text = statements.rows_statement(upsert, 3)
+    assert text is not None
+    row = "(" + ", ".join(["?"] * (1 + len(columns))) + ")"
+    assert text == upsert.replace(row, f"{row}, {row}, {row}")
+    assert text.endswith("updated_at = excluded.updated_at")
+    trace = statements.rows_statement(statements.trace_insert, 2)
+    assert trace == statements.trace_insert + ", (?, ?, ?, ?, ?, ?, ?)"
+    assert statements.rows_statement("INSERT INTO calls (call_id) VALUES (?)", 2) is None
+    assert Statements(postgresql.psycopg.dialect()).rows_statement(upsert, 2) is None

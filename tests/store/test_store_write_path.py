@@ -249,6 +249,39 @@ def test_writes_under_load_are_grouped_into_few_transactions(tmp_path: Path) -> 
         store.close()
 
 
+@pytest.mark.parametrize("per_batch", [1, 2, 3, 127, 128, 129, 300, 1000])
+def test_every_row_of_a_batch_is_written_in_order(store_url: str, per_batch: int) -> None:
+    # SQLite takes a batch as statements of 128, 64, ... rows; PostgreSQL row by row or by COPY.
+    store = CallStore.open(store_url, spool=False)
+    try:
+        for batch in range(2):
+            for n in range(per_batch):
+                call_id = f"SCL_{batch}_{n // 3}"
+                if n % 3 == 0:
+                    store.call_started(call_id, caller=f"+1555{n}")
+                else:
+                    store.call_updated(call_id, status="active", final_code=200 + n % 3)
+                data = f"MESSAGE sip:{n}@x SIP/2.0\r\n\r\n".encode()
+                store.trace(
+                    call_id, at=1.0e9 + n, direction="in", transport="UDP", peer="p", data=data
+                )
+            assert store.flush(10)
+        assert store.count_calls() == 2 * ((per_batch + 2) // 3)
+        for n in (0, per_batch - 1):
+            record = store.get_call(f"SCL_1_{n // 3}")
+            assert record is not None
+            assert record.caller == f"+1555{n - n % 3}"
+            firsts = [m.first_line for m in record.trace]
+            first = n - n % 3
+            last = min(first + 3, per_batch)
+            assert firsts == [f"MESSAGE sip:{k}@x SIP/2.0" for k in range(first, last)]
+            if last - first > 1:
+                assert record.status == "active" and record.final_code == 200 + (last - 1) % 3
+        assert store.stats.lost_rows == 0 and store.stats.failures == 0
+    finally:
+        store.close()
+
+
 def test_commit_interval_is_checked(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="commit_interval"):
         CallStore.open(str(tmp_path / "calls.db"), commit_interval=-1.0)

@@ -3,7 +3,8 @@
 The asyncio SIP loop must never wait on the disk, so it only puts small operation objects on a
 :class:`queue.SimpleQueue` (a lock-free C call). A single writer thread blocks on the queue, then
 drains whatever else is pending and commits it all at once: call-row writes are coalesced per
-``call_id`` into one upsert each, trace rows are bulk-inserted with ``executemany``. While one
+``call_id`` into one upsert each, trace rows are bulk-inserted (multi-row statements on SQLite,
+``executemany`` or COPY on PostgreSQL). While one
 transaction commits, the next batch accumulates, so throughput grows with load (group commit).
 Under load the writer also waits until ``commit_interval`` has passed since its last commit
 began before it takes the next batch (a flush, a stop and the first write after a quiet spell do
@@ -25,10 +26,12 @@ from __future__ import annotations
 
 import logging
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any, Final
 
 import sqlalchemy as sa
@@ -480,14 +483,14 @@ class GroupCommitWriter:
                 else:
                     group.append(row)
             for statement, rows in groups.items():
-                execute_many(connection, statement, rows)
+                execute_rows(connection, statements, statement, rows)
         if traces:
             if statements.trace_copy is not None:
                 copy_rows(connection, statements.trace_copy, traces)
             else:
-                execute_many(connection, statements.trace_insert, traces)
+                execute_rows(connection, statements, statements.trace_insert, traces)
         if lines:
-            execute_many(connection, statements.transcript_insert, lines)
+            execute_rows(connection, statements, statements.transcript_insert, lines)
         targets = self.webhooks
         if targets is not None and targets.urls:
             ended = call_ids_ended({call_id: p[0] for call_id, p in pending_calls.items()})
@@ -515,6 +518,15 @@ class Statements:
         else:
             raise ValueError(f"store: unsupported DBAPI parameter style {dialect.paramstyle!r}")
         self._quote = dialect.identifier_preparer.quote
+        self.multirow: Final = dialect.name == "sqlite"
+        """Whether batches go in as multi-row ``INSERT ... VALUES (...), (...)`` statements
+        (:func:`execute_rows`): SQLite. Python's sqlite3 lets go of the GIL around every step of
+        every row of an ``executemany``; with the event loop busy, each time back costs the
+        writer up to the interpreter's switch interval (5 ms), so under load the writer fell
+        behind the calls. PostgreSQL keeps ``executemany`` (psycopg 3 pipelines it) and COPY."""
+        # single-row statement -> (text before the VALUES row, the row, text after it)
+        self._parts: dict[str, tuple[str, str, str]] = {}
+        self._multirow: dict[tuple[str, int], str] = {}
         self.trace_insert: Final = self._insert(sip_messages, _TRACE_COLUMNS)
         self.trace_copy: Final = (
             f"COPY {self._quote(sip_messages.name)} "
@@ -534,13 +546,32 @@ class Statements:
         discards: dearer than copying the few hundred bytes of a message."""
         self._upserts: dict[frozenset[str], tuple[str, tuple[str, ...]]] = {}
 
-    def _insert(self, table: sa.Table, columns: tuple[str, ...]) -> str:
+    def _insert(self, table: sa.Table, columns: tuple[str, ...], tail: str = "") -> str:
         for name in columns:
             if name not in table.c:
                 raise ValueError(f"store: no column {name!r} in {table.name}")
         names = ", ".join(self._quote(name) for name in columns)
-        marks = ", ".join(self._mark for _ in columns)
-        return f"INSERT INTO {self._quote(table.name)} ({names}) VALUES ({marks})"
+        head = f"INSERT INTO {self._quote(table.name)} ({names}) VALUES "
+        row = "(" + ", ".join(self._mark for _ in columns) + ")"
+        statement = head + row + tail
+        if self.multirow and len(self._parts) < 4096:
+            self._parts[statement] = (head, row, tail)
+        return statement
+
+    def rows_statement(self, statement: str, count: int) -> str | None:
+        """``statement`` (an insert or upsert of one row made here) for ``count`` rows at once,
+        or None where the rows must go one by one (not :attr:`multirow`, or an odd shape past
+        the cache's bound)."""
+        key = (statement, count)
+        text = self._multirow.get(key)
+        if text is None:
+            parts = self._parts.get(statement)
+            if parts is None:
+                return None
+            head, row, tail = parts
+            text = head + ", ".join([row] * count) + tail
+            self._multirow[key] = text
+        return text
 
     def call_upsert(self, updated: frozenset[str]) -> tuple[str, tuple[str, ...]]:
         """Insert a call row, or update only ``updated`` and ``updated_at``: the statement and
@@ -560,14 +591,61 @@ class Statements:
                 for name in columns
                 if name in updated or name == "updated_at"
             )
-            statement = (
-                self._insert(calls, ("call_id", *columns))
-                + f" ON CONFLICT ({quote('call_id')}) DO UPDATE SET {assignments}"
+            statement = self._insert(
+                calls,
+                ("call_id", *columns),
+                f" ON CONFLICT ({quote('call_id')}) DO UPDATE SET {assignments}",
             )
             upsert = (statement, columns)
             if len(self._upserts) < 4096:  # shapes are few; never let odd callers grow it
                 self._upserts[updated] = upsert
         return upsert
+
+
+#: Most rows in one multi-row statement: 128 rows of the widest upsert bind ~3,000 parameters,
+#: well under SQLite's limit of 32,766 since 3.32; an older library (limit 999) gets 32 rows.
+MAX_ROWS_PER_STATEMENT: Final = 128
+_SQLITE_MAX_ROWS: Final = MAX_ROWS_PER_STATEMENT if sqlite3.sqlite_version_info >= (3, 32) else 32
+
+
+def execute_rows(
+    connection: sa.Connection,
+    statements: Statements,
+    statement: str,
+    rows: list[tuple[object, ...]],
+) -> None:
+    """Run the one-row ``statement`` for every row of ``rows``, in ``connection``'s transaction.
+
+    Where the dialect takes them (:attr:`Statements.multirow`), the rows go in as statements of
+    128, 64, ... 2 rows (a binary ladder: at most 8 statements for the rest of a batch, and at
+    most 8 texts per statement to prepare and cache), in order; elsewhere by ``executemany``.
+    """
+    if len(rows) == 1 or statements.rows_statement(statement, 2) is None:
+        execute_many(connection, statement, rows)
+        return
+    raw = connection.connection.driver_connection
+    try:
+        cursor = raw.cursor()  # type: ignore[union-attr]
+        try:
+            start = 0
+            left = len(rows)
+            while left:
+                count = _SQLITE_MAX_ROWS
+                while count > left:
+                    count >>= 1
+                if count == 1:
+                    cursor.execute(statement, rows[start])
+                else:
+                    cursor.execute(
+                        statements.rows_statement(statement, count),
+                        list(chain.from_iterable(rows[start : start + count])),
+                    )
+                start += count
+                left -= count
+        finally:
+            cursor.close()
+    except connection.dialect.loaded_dbapi.Error as exc:
+        raise _driver_error(connection, raw, statement, exc) from exc
 
 
 def execute_many(connection: sa.Connection, statement: str, rows: list[tuple[object, ...]]) -> None:
