@@ -254,6 +254,7 @@ def build_app(cfg: ServeConfig, *, store: Any = None) -> App:
         invite_rate=cfg.invite_rate,
         invite_burst=cfg.invite_burst,
         overload_delay=cfg.overload_delay,
+        overload_records=cfg.overload_records,
         drop_user_agents=(
             SCANNER_USER_AGENTS if cfg.drop_user_agents is None else tuple(cfg.drop_user_agents)
         ),

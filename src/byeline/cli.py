@@ -128,6 +128,12 @@ def _build_parser() -> argparse.ArgumentParser:
         "(default 0.25; 0: never)",
     )
     serve.add_argument(
+        "--overload-records",
+        type=int,
+        help="call-record writes waiting for the database past which new INVITEs get 503 with "
+        "Retry-After (default 50000, about 5,500 calls; 0: never)",
+    )
+    serve.add_argument(
         "--drop-user-agents",
         help="comma-separated User-Agent product names whose requests are dropped unanswered "
         '(default: known SIP scanners such as friendly-scanner, sipvicious, sipcli; "" for none)',
@@ -310,6 +316,7 @@ def _serve(args: argparse.Namespace) -> int:
         "invite_rate": args.invite_rate,
         "invite_burst": args.invite_burst,
         "overload_delay": args.overload_delay,
+        "overload_records": args.overload_records,
         "drop_user_agents": args.drop_user_agents,
     }
     cfg = load_config(args.config, flags)

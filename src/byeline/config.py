@@ -71,6 +71,8 @@ class ServeConfig:
     invite_burst: int = 100
     overload_delay: float = 0.25
     """Seconds of unread SIP messages past which new INVITEs get 503 (0: never)."""
+    overload_records: int = 50_000
+    """Call-record writes waiting for the database past which new INVITEs get 503 (0: never)."""
     drop_user_agents: list[str] | None = None
     """User-Agent product names whose requests are dropped unanswered.  None (the default):
     the edge's list of SIP scanners (``byeline.edge.server.SCANNER_USER_AGENTS``); an empty
@@ -167,6 +169,10 @@ def load_config(
     if not 0 <= cfg.overload_delay <= 10:
         raise ConfigError(
             f"overload_delay {cfg.overload_delay!r}: need 0 (off) to 10 seconds of SIP backlog"
+        )
+    if not 0 <= cfg.overload_records <= 10_000_000:
+        raise ConfigError(
+            f"overload_records {cfg.overload_records!r}: need 0 (off) to 10000000 record writes"
         )
     if cfg.drop_user_agents is not None:
         cfg.drop_user_agents = [a.strip() for a in cfg.drop_user_agents if a.strip()]

@@ -181,6 +181,9 @@ class EdgeConfig:
     """Seconds a SIP message may wait unread on a UDP listener (measured by a probe) before
     new INVITEs get 503 with Retry-After (``overload.OverloadGate``); 0 turns the gate off.
     Half of T1: the callers' retransmissions never join the backlog."""
+    overload_records: int = 50_000
+    """Call-record writes that may wait for the store's writer before new INVITEs get 503 with
+    Retry-After (a call makes about nine); 0: no limit."""
 
 
 class SourceRateLimiter:
@@ -365,7 +368,10 @@ class SipEdge:
             "dropped_user_agent": 0,
         }
         self.limiter = SourceRateLimiter(config.invite_rate, config.invite_burst)
-        self.overload = OverloadGate(config.overload_delay)
+        self.overload = OverloadGate(
+            config.overload_delay, config.overload_records if store is not None else 0
+        )
+        self._pending_writes: Callable[[], int] | None = getattr(store, "pending_writes", None)
         self._overload_logged = (0.0, 0)  # (last log, refusals counted then)
         self._drop_agents = frozenset(a.lower() for a in config.drop_user_agents)
         self._agent_verdicts: dict[bytes, bool] = {}
@@ -875,7 +881,10 @@ class SipEdge:
             refuse(503, "shutting down", [("Retry-After", "30")])
             return
         gate = self.overload
-        if gate.max_delay > 0 and not gate.admit(self.transports.queue_delay(self._now())):
+        if gate.active and not gate.admit(
+            self.transports.queue_delay(self._now()) if gate.max_delay > 0 else 0.0,
+            self._pending_writes() if self._pending_writes is not None else 0,
+        ):
             refuse(503, "overloaded", [("Retry-After", "1")], overload=True)
             return
         if len(self._active) >= self.config.max_calls:
@@ -1049,13 +1058,17 @@ class SipEdge:
         last, counted = self._overload_logged
         if now - last < 1.0:
             return
-        refused = self.overload.refused
+        gate = self.overload
+        refused = gate.refused
         log.warning(
             "overloaded: %d new INVITEs refused with 503 since the last warning "
-            "(SIP messages wait %.0f ms unread, the limit is %.0f ms)",
+            "(SIP messages wait %.0f ms unread, the limit is %.0f ms; "
+            "%d call-record writes wait for the database, the limit is %d)",
             refused - counted,
-            self.overload.delay * 1000,
-            self.overload.max_delay * 1000,
+            gate.delay * 1000,
+            gate.max_delay * 1000,
+            gate.records,
+            gate.max_records,
         )
         self._overload_logged = (now, refused)
 

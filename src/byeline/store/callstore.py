@@ -359,6 +359,11 @@ class CallStore:
         """Where records wait while the database is unreachable (None: no spool)."""
         return self._writer.spool
 
+    def pending_writes(self) -> int:
+        """Writes enqueued and not yet taken by the writer (cheap: the edge's overload gate
+        asks at every new INVITE)."""
+        return self._writer.pending()
+
     @property
     def outbox(self) -> Outbox:
         """The webhook outbox (synchronous access: use it from a thread)."""

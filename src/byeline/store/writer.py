@@ -191,6 +191,10 @@ class GroupCommitWriter:
         """The spool, if the store has one."""
         return self._spool
 
+    def pending(self) -> int:
+        """Operations enqueued and not yet taken (``StoreStats.queue_depth``, without the rest)."""
+        return self._queue.qsize()
+
     @property
     def stats(self) -> StoreStats:
         """A snapshot of the counters."""
