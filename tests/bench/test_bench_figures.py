@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -226,3 +227,15 @@ def test_overload_scenario_acks_a_503_and_its_count_is_read(tmp_path: Any) -> No
     assert text.rstrip().endswith("</scenario>") and '<label id="done"/>' in text
     (tmp_path / "five9_uac_1_counts.csv").write_text(COUNTS)
     assert overload.sipp_503s(tmp_path) == 345  # the last row, received (not retransmitted)
+
+
+def test_store_gil_writes_the_same_rows_both_ways(tmp_path: Path) -> None:
+    store_gil = load("store_gil")
+    tables = []
+    for insert in (store_gil.execute_many, store_gil.multirow):
+        db = store_gil._database(tmp_path / f"{insert.__name__}.db")
+        rows = store_gil._rows(301, 7)  # 128 + 128 + 32 + 8 + 4 + 1
+        insert(db, rows)
+        tables.append(db.execute("SELECT * FROM sip_messages ORDER BY id").fetchall())
+        db.close()
+    assert len(tables[0]) == 301 and tables[0] == tables[1]
