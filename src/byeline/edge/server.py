@@ -186,6 +186,11 @@ class EdgeConfig:
     Retry-After (a call makes about nine); 0: no limit."""
 
 
+def _no_writes() -> int:
+    """The record writes waiting where the edge has no store: none."""
+    return 0
+
+
 class SourceRateLimiter:
     """Token buckets per source IP for INVITEs that do not become calls (sans-I/O: ``now`` in).
 
@@ -368,10 +373,12 @@ class SipEdge:
             "dropped_user_agent": 0,
         }
         self.limiter = SourceRateLimiter(config.invite_rate, config.invite_burst)
+        pending = getattr(store, "pending_writes", None)
+        # Without a store's queue to read, the records limit is off and reads as 0.
+        self._pending_writes: Callable[[], int] = pending or _no_writes
         self.overload = OverloadGate(
-            config.overload_delay, config.overload_records if store is not None else 0
+            config.overload_delay, config.overload_records if pending is not None else 0
         )
-        self._pending_writes: Callable[[], int] | None = getattr(store, "pending_writes", None)
         self._overload_logged = (0.0, 0)  # (last log, refusals counted then)
         self._drop_agents = frozenset(a.lower() for a in config.drop_user_agents)
         self._agent_verdicts: dict[bytes, bool] = {}
@@ -883,7 +890,7 @@ class SipEdge:
         gate = self.overload
         if gate.active and not gate.admit(
             self.transports.queue_delay(self._now()) if gate.max_delay > 0 else 0.0,
-            self._pending_writes() if self._pending_writes is not None else 0,
+            self._pending_writes(),
         ):
             refuse(503, "overloaded", [("Retry-After", "1")], overload=True)
             return

@@ -203,7 +203,7 @@ class GroupCommitWriter:
             rows=self._rows,
             failures=self._failures,
             lost_rows=self._lost_rows,
-            queue_depth=self._queue.qsize(),
+            queue_depth=self.pending(),
             spooled_rows=self._spooled_rows,
             database_ok=not self._spooling,
         )
