@@ -32,6 +32,7 @@ import json
 import os
 import platform
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -387,6 +388,11 @@ def sipp_step(
     # Nothing is read from the server after a step: an overloaded one that is still working
     # off its backlog is killed after 3 s instead of 15 (a third of a failing step's time).
     server.stop(grace=3.0)
+    records = (
+        ended_records(Path(server_extra.get("db", step_dir / f"byeline-{port}.db")))
+        if kind == "byeline" and server_extra.get("db") != ""
+        else None
+    )
     stats = sipp_stats(step_dir)
     created = int(stats.get("TotalCallCreated", 0) or 0)
     ok_calls = int(stats.get("SuccessfulCall(C)", 0) or 0)
@@ -442,6 +448,16 @@ def sipp_step(
         why.append(f"backlog: INVITE->200 p99 {lq99:.0f} ms in the last quarter")
     if not alive:
         why.append(f"server exited during the step (status {exit_status})")
+    if records is not None:
+        # A call SIPp completed is not sustained until its record is in the database: the
+        # records must keep up too, not wait in memory (round 20). The server was stopped
+        # with 3 s to flush what still waited, as a server's shutdown does.
+        result["records_ended"] = records
+        if records < ok_calls:
+            why.append(
+                f"records: {ok_calls - records} of {ok_calls} completed calls have no ended "
+                "call row after the server stopped"
+            )
     errors, first_error = logged_errors(server) if kind == "byeline" else (0, "")
     result["server_errors_logged"] = errors
     if errors:
@@ -454,6 +470,19 @@ def sipp_step(
     if result["ok"]:
         shutil.rmtree(step_dir, ignore_errors=True)
     return result
+
+
+def ended_records(db: Path) -> int:
+    """Calls whose row in ``db`` (byeline's SQLite store) says they ended: 0 without one."""
+    if not db.exists():
+        return 0
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+            (count,) = conn.execute("SELECT count(*) FROM calls WHERE status = 'ended'").fetchone()
+    except sqlite3.Error as exc:
+        log(f"  records: cannot read {db}: {exc}")
+        return 0
+    return int(count)
 
 
 def spread(values: list[float | None]) -> dict[str, float] | None:

@@ -239,3 +239,23 @@ def test_store_gil_writes_the_same_rows_both_ways(tmp_path: Path) -> None:
         tables.append(db.execute("SELECT * FROM sip_messages ORDER BY id").fetchall())
         db.close()
     assert len(tables[0]) == 301 and tables[0] == tables[1]
+
+
+def test_a_signalling_step_counts_the_calls_whose_ended_row_was_written(tmp_path: Path) -> None:
+    from byeline.store import CallStore
+
+    run = load("run")
+    db = tmp_path / "calls.db"
+    assert run.ended_records(db) == 0  # no database: no record, not an error
+    store = CallStore.open(str(db))
+    try:
+        for n in range(5):
+            store.call_started(f"c{n}", trunk_id="t")
+        for n in range(3):
+            store.call_updated(f"c{n}", status="ended", ended_at=1.0, ended_by="caller")
+        assert store.flush(10)
+    finally:
+        store.close()
+    assert run.ended_records(db) == 3  # two calls still active: their record did not end
+    (tmp_path / "junk.db").write_bytes(b"not a database")
+    assert run.ended_records(tmp_path / "junk.db") == 0
