@@ -402,7 +402,12 @@ class VoiceAgentRunner:
     ``stt``, ``tts`` and ``vad`` are LiveKit Agents providers (offline ones on the embedded
     edge); ``llm`` defaults to the offline :class:`IntentLLM` of the routes, and any
     ``llm.LLM`` (an OpenAI-compatible one) can replace it.  ``session_options`` go to
-    ``AgentSession`` as they are (turn handling, endpointing...).
+    ``AgentSession`` as they are (turn handling, endpointing...). Without a ``turn_handling``
+    of their own, the VAD ends the caller's turn (``turn_detection="vad"``), as on the embedded
+    edge: LiveKit's default end-of-turn model would otherwise run where it can (its local
+    fallback) and, when it doubts a short sentence is finished, hold the turn open for its
+    longest endpointing delay (about 1.8 s more per turn in a test), or not at all on a slower
+    core, where its prediction times out.
 
     A :class:`~.speech.PocketsphinxSTT` with a VAD is streamed (``stream_stt``, default True):
     each session gets :meth:`~.speech.PocketsphinxSTT.for_session`, which decodes while the
@@ -507,6 +512,8 @@ class VoiceAgentRunner:
             "user_away_timeout": None,  # the agent's own no-input timer does this job
             "aec_warmup_duration": None,  # no echo canceller to warm up on a G.711 leg
         }
+        if self.vad is not None:
+            options["turn_handling"] = {"turn_detection": "vad"}
         options.update(self.session_options)
         stt, llm, tts = self.session_providers()
         session: AgentSession[HandbackContext] = AgentSession(
