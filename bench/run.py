@@ -14,8 +14,8 @@ asserted: the result is numbers and ratios, read by a person.
    good and the first bad rate, then the best rate is confirmed over the full duration.
 2. Media: the most concurrent calls with two-way G.711 RTP that byeline carries with loss < 0.1 %
    and p99 inter-arrival jitter < 10 ms measured at the far end (``bench/media_load.py``).
-3. CPU time and RSS of the server process from /proc for every step; py-spy profiles of byeline
-   under signalling and media load (default mode).
+3. CPU time and RSS of the server process from /proc for every step; with ``--profiles``,
+   py-spy profiles of byeline under signalling and media load.
 
 ``--quick`` is the smoke run (5 s steps, no bisection, two media steps). Every loop is bounded in
 count and time; the whole default run is kept under ~14 minutes by a time budget.
@@ -934,6 +934,12 @@ def main() -> int:
         "--media-steps", metavar="N,N,...", help="concurrent-call steps of the media run"
     )
     parser.add_argument(
+        "--profiles",
+        action="store_true",
+        help="also sample byeline with py-spy under signalling and media load (~50 s); it sees "
+        "the interpreted frames only, not the compiled call path (bench/profile_serve.py does)",
+    )
+    parser.add_argument(
         "--step",
         type=int,
         metavar="RATE",
@@ -1072,7 +1078,7 @@ def main() -> int:
                 )
             except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
                 report["media"] = {"error": str(exc).splitlines()[-1]}
-        if not quick and args.only == "all":
+        if args.profiles and not quick and args.only == "all":
             pyspy = ensure_pyspy()
             if pyspy:
                 report["notes"].append("py-spy: from the venv (pip-installed if it was missing)")

@@ -171,6 +171,9 @@ def test_a_media_step_is_retried_for_the_machine_not_for_byeline() -> None:
     assert not retry({**stalled, "late_packets_in_stalls": 0.3}, 0.001)  # late call by call
     assert not retry({**stalled, "loss": 0.002}, 0.001)  # packets lost: byeline's failure
     assert retry({**stalled, "loss": 0.002, "generator_kept_up": False}, 0.001)  # a late generator
+    saturated = {**stalled, "loss": 0.18, "generator_kept_up": False, "server_cpu_pct": 94.8}
+    assert not retry(saturated, 0.001)  # byeline's core full and packets lost: its capacity
+    assert retry({**saturated, "loss": 0.0}, 0.001)  # jitter alone at 95 %: still worth a retry
 
 
 profile_serve = load("profile_serve")
