@@ -133,6 +133,7 @@ class Server:
     proc: subprocess.Popen[bytes]
     port: int
     log_path: Path
+    db: str = ""  # byeline's call records ("" for none, or not byeline)
 
     @property
     def pid(self) -> int:
@@ -177,13 +178,11 @@ def serve_argv(port: int, db: str, rtp_ports: str = "20000-45000") -> list[str]:
 def start_server(kind: str, port: int, work: Path, **extra: Any) -> Server:
     """Start one UAS on core 0 and wait (bounded) until it listens."""
     log_path = work / f"{kind}-{port}.log"
+    db = ""
     if kind == "byeline":
+        db = extra.get("db", str(work / f"byeline-{port}.db"))
         argv = [
-            *serve_argv(
-                port,
-                extra.get("db", str(work / f"byeline-{port}.db")),
-                extra.get("rtp_ports", "20000-45000"),
-            ),
+            *serve_argv(port, db, extra.get("rtp_ports", "20000-45000")),
             *extra.get("args", []),
         ]
         ready = "ready on"
@@ -221,7 +220,7 @@ def start_server(kind: str, port: int, work: Path, **extra: Any) -> Server:
         start_new_session=True,
         env=SERVER_ENV,
     )
-    server = Server(kind, proc, port, log_path)
+    server = Server(kind, proc, port, log_path, db)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -388,11 +387,7 @@ def sipp_step(
     # Nothing is read from the server after a step: an overloaded one that is still working
     # off its backlog is killed after 3 s instead of 15 (a third of a failing step's time).
     server.stop(grace=3.0)
-    records = (
-        ended_records(Path(server_extra.get("db", step_dir / f"byeline-{port}.db")))
-        if kind == "byeline" and server_extra.get("db") != ""
-        else None
-    )
+    records = ended_records(Path(server.db)) if server.db else None
     stats = sipp_stats(step_dir)
     created = int(stats.get("TotalCallCreated", 0) or 0)
     ok_calls = int(stats.get("SuccessfulCall(C)", 0) or 0)
