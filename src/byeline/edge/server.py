@@ -889,7 +889,7 @@ class SipEdge:
             return
         gate = self.overload
         if gate.active and not gate.admit(
-            self.transports.queue_delay(self._now()) if gate.max_delay > 0 else 0.0,
+            self.transports.queue_delay(self._now()) if gate.enabled else 0.0,
             self._pending_writes(),
         ):
             refuse(503, "overloaded", [("Retry-After", "1")], overload=True)
