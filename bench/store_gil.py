@@ -21,12 +21,13 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from itertools import chain
 from pathlib import Path
 
-COLUMNS = "(call_id, at, direction, transport, peer, first_line, raw)"
-ROW = "(?, ?, ?, ?, ?, ?, ?)"
-SINGLE = f"INSERT INTO sip_messages {COLUMNS} VALUES {ROW}"
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+
+from byeline.store.writer import Statements, insert_rows
+
+_STATEMENTS = Statements(sqlite_dialect.dialect())  # the writer's own SQL for SQLite
 RAW = bytearray(b"x" * 700)  # about a Five9 INVITE
 
 
@@ -50,27 +51,16 @@ def _rows(count: int, base: int) -> list[tuple[object, ...]]:
 
 
 def execute_many(db: sqlite3.Connection, rows: list[tuple[object, ...]]) -> None:
-    db.executemany(SINGLE, rows)
-
-
-_TEXTS: dict[int, str] = {}
+    db.executemany(_STATEMENTS.trace_insert, rows)
 
 
 def multirow(db: sqlite3.Connection, rows: list[tuple[object, ...]]) -> None:
-    """What the writer does on SQLite: statements of 128, 64, ... rows, in order."""
-    start, left = 0, len(rows)
-    while left:
-        count = 128
-        while count > left:
-            count >>= 1
-        text = _TEXTS.get(count)
-        if text is None:
-            text = _TEXTS[count] = f"INSERT INTO sip_messages {COLUMNS} VALUES " + ", ".join(
-                [ROW] * count
-            )
-        db.execute(text, list(chain.from_iterable(rows[start : start + count])))
-        start += count
-        left -= count
+    """What the writer does on SQLite: its own statements of 128, 64, ... rows, in order."""
+    cursor = db.cursor()
+    try:
+        insert_rows(cursor, _STATEMENTS, _STATEMENTS.trace_insert, rows)
+    finally:
+        cursor.close()
 
 
 def measure(

@@ -631,25 +631,32 @@ def execute_rows(
     try:
         cursor = raw.cursor()  # type: ignore[union-attr]
         try:
-            start = 0
-            left = len(rows)
-            while left:
-                count = _SQLITE_MAX_ROWS
-                while count > left:
-                    count >>= 1
-                if count == 1:
-                    cursor.execute(statement, rows[start])
-                else:
-                    cursor.execute(
-                        statements.rows_statement(statement, count),
-                        list(chain.from_iterable(rows[start : start + count])),
-                    )
-                start += count
-                left -= count
+            insert_rows(cursor, statements, statement, rows)
         finally:
             cursor.close()
     except connection.dialect.loaded_dbapi.Error as exc:
         raise _driver_error(connection, raw, statement, exc) from exc
+
+
+def insert_rows(
+    cursor: Any, statements: Statements, statement: str, rows: list[tuple[object, ...]]
+) -> None:
+    """:func:`execute_rows`' ladder on a driver cursor (``bench/store_gil.py`` times it)."""
+    start = 0
+    left = len(rows)
+    while left:
+        count = _SQLITE_MAX_ROWS
+        while count > left:
+            count >>= 1
+        if count == 1:
+            cursor.execute(statement, rows[start])
+        else:
+            cursor.execute(
+                statements.rows_statement(statement, count),
+                list(chain.from_iterable(rows[start : start + count])),
+            )
+        start += count
+        left -= count
 
 
 def execute_many(connection: sa.Connection, statement: str, rows: list[tuple[object, ...]]) -> None:
