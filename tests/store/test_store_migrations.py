@@ -63,6 +63,8 @@ def test_connection_pragmas(tmp_path: Path) -> None:
             assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
             assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
             assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 1500
+            # The statement journal of a multi-row insert is not spilled to a file on disk.
+            assert connection.exec_driver_sql("PRAGMA temp_store").scalar() == 2  # MEMORY
     finally:
         store.close()
 
