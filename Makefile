@@ -1,8 +1,20 @@
 # byeline: two commands on a fresh machine: `make demo` and `make test`.
-PYTHON ?= python3
+# The interpreter the venv is made from: the distribution's own CPython when it is 3.11 or newer,
+# else python3 on PATH. Debian's /usr/bin/python3 is an optimised, statically linked build; a
+# CPython built from source with the defaults (pyenv's, here: no --enable-optimizations, libpython
+# as a shared library) ran byeline's call path 1.25x slower (docs/PERFORMANCE.md, round 22).
+PYTHON ?= $(shell for p in /usr/bin/python3 python3; do \
+  $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && { echo $$p; break; }; done)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+
+# A venv made from another interpreter than $(PYTHON) (an older checkout's) is made again.
+ifneq ($(wildcard $(PY)),)
+ifneq ($(shell $(PY) -c 'import os, sys; print(os.path.realpath(sys._base_executable))'),$(shell $(PYTHON) -c 'import os, sys; print(os.path.realpath(sys.executable))'))
+.PHONY: $(STAMP)
+endif
+endif
 
 .PHONY: demo test bench lint sipp test-deps venv clean native clean-native native-deps
 
@@ -12,6 +24,13 @@ venv: $(STAMP)
 # changes. constraints.txt holds the versions the tests last passed with, so a fresh machine
 # installs that same set, not whatever the index holds that day.
 $(STAMP): pyproject.toml constraints.txt
+	@test -n "$(PYTHON)" || { echo "no Python 3.11 or newer: install python3 (3.11+)"; exit 1; }
+	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || { \
+	  echo "installing python3-venv with apt-get"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null; }
+	@if [ -x $(PY) ] && [ "$$($(PY) -c 'import os, sys; print(os.path.realpath(sys._base_executable))')" \
+	  != "$$($(PYTHON) -c 'import os, sys; print(os.path.realpath(sys.executable))')" ]; then \
+	  echo "making $(VENV) again, on $(PYTHON)"; rm -rf $(VENV); fi
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'

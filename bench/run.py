@@ -801,6 +801,10 @@ def environment() -> dict[str, Any]:
         "cores": os.cpu_count(),
         "kernel": platform.release(),
         "python": platform.python_version(),
+        # Which CPython build: every Python UAS here runs on it, and a shared-library build
+        # from source ran the call path 1.25x slower than Debian's (docs/PERFORMANCE.md).
+        "python_executable": os.path.realpath(getattr(sys, "_base_executable", sys.executable)),
+        "python_libpython_shared": "libpython" in Path("/proc/self/maps").read_text(),
         "sipp": next((ln.strip() for ln in sipp_v.splitlines() if "SIPp" in ln), ""),
         "packages": versions,
         "git_head": git,
