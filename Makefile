@@ -10,8 +10,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 # A venv made from another interpreter than $(PYTHON) (an older checkout's) is made again.
+REAL_EXECUTABLE := import os, sys; print(os.path.realpath(getattr(sys, "_base_executable", sys.executable)))
 ifneq ($(wildcard $(PY)),)
-ifneq ($(shell $(PY) -c 'import os, sys; print(os.path.realpath(sys._base_executable))'),$(shell $(PYTHON) -c 'import os, sys; print(os.path.realpath(sys.executable))'))
+ifneq ($(shell $(PY) -c '$(REAL_EXECUTABLE)'),$(shell $(PYTHON) -c '$(REAL_EXECUTABLE)'))
+REMAKE_VENV := 1
 .PHONY: $(STAMP)
 endif
 endif
@@ -28,9 +30,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || { \
 	  echo "installing python3-venv with apt-get"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null; }
-	@if [ -x $(PY) ] && [ "$$($(PY) -c 'import os, sys; print(os.path.realpath(sys._base_executable))')" \
-	  != "$$($(PYTHON) -c 'import os, sys; print(os.path.realpath(sys.executable))')" ]; then \
-	  echo "making $(VENV) again, on $(PYTHON)"; rm -rf $(VENV); fi
+	$(if $(REMAKE_VENV),@echo "making $(VENV) again from $(PYTHON)"; rm -rf $(VENV))
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
