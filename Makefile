@@ -23,7 +23,7 @@ endif
 venv: $(STAMP)
 
 # Idempotent bootstrap: the venv is (re)built only when pyproject.toml or constraints.txt
-# changes. constraints.txt holds the versions the tests last passed with, so a fresh machine
+# changes, or when it was made from another interpreter (REMAKE_VENV above). constraints.txt holds the versions the tests last passed with, so a fresh machine
 # installs that same set, not whatever the index holds that day.
 $(STAMP): pyproject.toml constraints.txt
 	@test -n "$(PYTHON)" || { echo "no Python 3.11 or newer: install python3 (3.11+)"; exit 1; }
